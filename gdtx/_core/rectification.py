@@ -18,6 +18,11 @@ def rectification(b2: Any, count: Any, threshold: Any, dtype: Any) -> tuple[Any,
 
     ``r_t`` is finite even where the adaptive step is not used (its radicand
     is clipped at 0), so selecting with ``jnp.where`` cannot leak a NaN.
+
+    Precision: just above the threshold ``rho_t`` is a difference of two numbers
+    near ``rho_inf`` (about 2000 for ``b2 = 0.999``), so in float32 the first
+    rectified steps carry a relative error of about 1e-3 in ``r_t``; from
+    ``t ~ 100`` it is below 1e-5. float64 (x64) is exact to the references.
     """
     t = jnp.asarray(count, dtype)
     b2 = jnp.asarray(b2, dtype)

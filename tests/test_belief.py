@@ -1,0 +1,135 @@
+"""AdaBelief's own properties, derived by hand from the update rule.
+
+The recorded official trajectories are in ``tests/reference``; these tests pin
+the closed forms that hold at any step and for any gradient scale.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gdtx
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e4])
+@pytest.mark.parametrize("b1", [0.5, 0.9])
+def test_first_step_has_magnitude_one_over_b1(scale, b1):
+    # m_1 = (1 - b1) g, g - m_1 = b1 g, s_1 = (1 - b2) b1^2 g^2 (+ eps_root):
+    # u_1 = g / (b1 |g|) whatever the scale of g.
+    grads = scale * jnp.array([1.0, -3.0, 0.25])
+    tx = gdtx.scale_by_belief(b1=b1, eps=0.0, eps_root=0.0)
+    updates, _ = tx.update(grads, tx.init(grads))
+    np.testing.assert_allclose(updates, np.sign(grads) / b1, rtol=1e-5)
+
+
+def test_constant_gradient_gives_growing_steps_from_the_belief():
+    # With a constant gradient g the deviation g - m_t = b1^t g shrinks, so the
+    # belief shrinks and AdaBelief takes *larger* steps than Adam would.
+    g = jnp.array([2.0])
+    tx = gdtx.scale_by_belief(eps=0.0, eps_root=0.0)
+    state = tx.init(g)
+    steps = []
+    for _ in range(20):
+        u, state = tx.update(g, state)
+        steps.append(float(u[0]))
+    assert all(b > a for a, b in zip(steps, steps[1:], strict=False))
+    b1, b2, t = 0.9, 0.999, 20
+    s = sum((1 - b2) * b2 ** (t - k) * (b1**k * 2.0) ** 2 for k in range(1, t + 1))
+    expected = 2.0 / np.sqrt(s / (1 - b2**t))  # m_t / bc1 = g exactly for constant g
+    np.testing.assert_allclose(steps[-1], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("degenerated_to_sgd", [True, False])
+def test_rectification_switches_on_at_step_six(degenerated_to_sgd):
+    # With b2 = 0.999, rho_t < 5 for t <= 5: those steps are m_t / bc1 (momentum
+    # SGD) or no step at all; from t = 6 the rectified adaptive step is taken.
+    # float64, because rho_6 ~ 5 is a difference of two numbers ~ 2000: in
+    # float32 r_6 carries a relative error of ~1e-3 (see gdtx._core.rectification).
+    b1, b2 = 0.9, 0.999
+    tx = gdtx.scale_by_belief(rectify=True, degenerated_to_sgd=degenerated_to_sgd,
+                              eps=0.0, eps_root=0.0)
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        _check_rectified_steps(tx, b1, b2, degenerated_to_sgd, rng)
+
+
+def _check_rectified_steps(tx, b1, b2, degenerated_to_sgd, rng):
+    grads = [jnp.asarray(rng.normal(size=4), jnp.float64) for _ in range(7)]
+    state = tx.init(grads[0])
+    m = np.zeros(4)
+    s = np.zeros(4)
+    for t, g in enumerate(grads, start=1):
+        u, state = tx.update(g, state)
+        m = b1 * m + (1 - b1) * np.asarray(g)
+        s = b2 * s + (1 - b2) * (np.asarray(g) - m) ** 2
+        if t <= 5:
+            expected = m / (1 - b1**t) if degenerated_to_sgd else np.zeros(4)
+        else:
+            rho_inf = 2 / (1 - b2) - 1
+            rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+            assert rho >= 5
+            r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            expected = r * np.sqrt(1 - b2**t) / (1 - b1**t) * m / np.sqrt(s)
+        np.testing.assert_allclose(u, expected, rtol=1e-12, err_msg=f"step {t}")
+
+
+def test_amsgrad_keeps_the_running_maximum_of_the_belief():
+    tx = gdtx.scale_by_belief(amsgrad=True)
+    state = tx.init(jnp.zeros(2))
+    previous = np.zeros(2)
+    for g in ([10.0, 1.0], [-10.0, 20.0], [0.0, 0.0], [0.0, 0.0]):
+        _, state = tx.update(jnp.asarray(g), state)
+        assert np.all(np.asarray(state.nu_max) >= previous)
+        assert np.all(np.asarray(state.nu_max) >= np.asarray(state.nu))
+        previous = np.asarray(state.nu_max)
+    assert np.any(np.asarray(state.nu_max) > np.asarray(state.nu))
+
+
+def test_eps_root_accumulates_in_the_stored_belief():
+    # Zero gradients: s_t = b2 s_{t-1} + eps_root, a geometric sum.
+    eps_root, b2, t = 1e-3, 0.9, 7
+    tx = gdtx.scale_by_belief(b2=b2, eps_root=eps_root)
+    state = tx.init(jnp.zeros(1))
+    for _ in range(t):
+        _, state = tx.update(jnp.zeros(1), state)
+    np.testing.assert_allclose(state.nu, eps_root * (1 - b2**t) / (1 - b2), rtol=1e-6)
+
+
+def test_bfloat16_params_are_computed_in_float32():
+    g32 = jnp.asarray([1e-3, 3.0, -7.0], jnp.float32) * jnp.asarray([1.0, 1.1, 1.2])
+    g16 = g32.astype(jnp.bfloat16)
+    tx = gdtx.scale_by_belief(nu_dtype=jnp.float32, mu_dtype=jnp.float32)
+    u16, s16 = tx.update(g16, tx.init(g16))
+    u32, _ = tx.update(g16.astype(jnp.float32), tx.init(g16.astype(jnp.float32)))
+    assert u16.dtype == jnp.bfloat16 and s16.nu.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(u16, np.float32),
+                                  np.asarray(u32.astype(jnp.bfloat16), np.float32))
+
+
+def test_state_names_follow_optax():
+    params = {"w": jnp.ones(3)}
+    tx = gdtx.adabelief(1e-3)
+    state = tx.init(params)
+    mu = optax.tree.get(state, "mu")
+    assert jax.tree.structure(mu) == jax.tree.structure(params)
+    assert optax.tree.get(state, "ScaleByBeliefState").count.dtype == jnp.int32
+
+
+def test_mismatched_gradient_shapes_are_reported():
+    tx = gdtx.adabelief(1e-3)
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(ValueError, match=r"gdtx\.scale_by_belief: updates at \['w'\] has shape"):
+        tx.update({"w": jnp.ones(4)}, tx.init(params), params)
+
+
+def test_schedules_drive_learning_rate_and_weight_decay():
+    lr = optax.linear_schedule(0.1, 0.0, 10)
+    tx = gdtx.adabelief(lr, weight_decay=optax.constant_schedule(0.0))
+    params = jnp.ones(2)
+    state = tx.init(params)
+    for _ in range(10):
+        _, state = tx.update(jnp.ones(2), state, params)
+    updates, _ = tx.update(jnp.ones(2), state, params)
+    np.testing.assert_array_equal(updates, 0.0)  # the schedule has reached 0
