@@ -171,8 +171,11 @@ def test_traced_hyperparameters_are_accepted(case):
 
 
 def _state_field_dtypes(state, field):
-    return {x.dtype for x in jax.tree.leaves(optax.tree.get_all_with_path(state, field))
-            if hasattr(x, "dtype")}
+    return {
+        x.dtype
+        for x in jax.tree.leaves(optax.tree.get_all_with_path(state, field))
+        if hasattr(x, "dtype")
+    }
 
 
 @pytest.mark.parametrize("param_dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "f32"])

@@ -48,8 +48,9 @@ def test_rectification_switches_on_at_step_six(degenerated_to_sgd):
     # float64, because rho_6 ~ 5 is a difference of two numbers ~ 2000: in
     # float32 r_6 carries a relative error of ~1e-3 (see gdtx._core.rectification).
     b1, b2 = 0.9, 0.999
-    tx = gdtx.scale_by_belief(rectify=True, degenerated_to_sgd=degenerated_to_sgd,
-                              eps=0.0, eps_root=0.0)
+    tx = gdtx.scale_by_belief(
+        rectify=True, degenerated_to_sgd=degenerated_to_sgd, eps=0.0, eps_root=0.0
+    )
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
         _check_rectified_steps(tx, b1, b2, degenerated_to_sgd, rng)
@@ -104,8 +105,9 @@ def test_bfloat16_params_are_computed_in_float32():
     u16, s16 = tx.update(g16, tx.init(g16))
     u32, _ = tx.update(g16.astype(jnp.float32), tx.init(g16.astype(jnp.float32)))
     assert u16.dtype == jnp.bfloat16 and s16.nu.dtype == jnp.float32
-    np.testing.assert_array_equal(np.asarray(u16, np.float32),
-                                  np.asarray(u32.astype(jnp.bfloat16), np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(u16, np.float32), np.asarray(u32.astype(jnp.bfloat16), np.float32)
+    )
 
 
 def test_state_names_follow_optax():

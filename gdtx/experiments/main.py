@@ -60,12 +60,15 @@ def _define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-    from absl import flags
+    import jax
+    from absl import app, flags, logging
 
     from gdtx.experiments import train
 
     if len(argv) > 1:
-        raise flags.Error(f"Too many command-line arguments: {argv[1:]}")
+        raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+    logging.info("JAX devices: %r", jax.devices())
+    logging.info("Config:\n%s", flags.FLAGS.config)
     train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 

@@ -15,8 +15,9 @@ def _needs_value():
         (value,) = extra_args.get_required("toy.scale_by_value", extra, ["value"])
         return optax.tree.scale(value, updates), state
 
-    return extra_args.declare(optax.GradientTransformation(lambda p: optax.EmptyState(), update),
-                              ["value"])
+    return extra_args.declare(
+        optax.GradientTransformation(lambda p: optax.EmptyState(), update), ["value"]
+    )
 
 
 def test_declared_requirements_are_read_back():

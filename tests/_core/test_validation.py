@@ -81,8 +81,11 @@ def test_check_dtype_rejects_integer_dtypes(dtype):
 def test_check_like_state_names_the_path_and_both_shapes():
     state = {"a": jnp.zeros(3), "b": (jnp.zeros((2, 2)),)}
     validation.check_like_state("owner", {"a": jnp.ones(3), "b": (jnp.ones((2, 2)),)}, state)
-    with pytest.raises(ValueError, match=r"owner: updates at \['b'\]\[0\] has shape \(2, 3\), "
-                                         r"but the state was initialised for shape \(2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"owner: updates at \['b'\]\[0\] has shape \(2, 3\), "
+        r"but the state was initialised for shape \(2, 2\)",
+    ):
         validation.check_like_state("owner", {"a": jnp.ones(3), "b": (jnp.ones((2, 3)),)}, state)
     with pytest.raises(ValueError, match="tree does not match"):
         validation.check_like_state("owner", {"a": jnp.ones(3)}, state)

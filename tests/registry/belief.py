@@ -31,7 +31,11 @@ CASES = (
     Case(
         name="adabelief_amsgrad",
         kwargs={"learning_rate": 1e-2, "amsgrad": True},
-        **{**_BELIEF, "reads": _BELIEF["reads"] + ("nu_max",), "writes": _BELIEF["writes"] + ("nu_max",)},
+        **{
+            **_BELIEF,
+            "reads": ("grad", "param", "mu", "nu", "nu_max"),
+            "writes": ("param", "mu", "nu", "nu_max"),
+        },
     ),
     Case(name="adabelief_nesterov", kwargs={"learning_rate": 1e-2, "nesterov": True}, **_BELIEF),
 )
