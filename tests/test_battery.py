@@ -17,57 +17,13 @@ import pytest
 
 import gdtx
 from tests import problems
-from tests.registry import ALL_CASES, Case
+from tests.harness import assert_trees_close as _assert_trees_close
+from tests.harness import grads as _grads
+from tests.harness import run as _run
+from tests.harness import update as _update
+from tests.registry import ALL_CASES
 
-NUM_STEPS = 10_000
 pytestmark = pytest.mark.parametrize("case", ALL_CASES, ids=str)
-
-
-def _grads(problem, params):
-    return jax.grad(problem.loss)(params)
-
-
-def _update(case: Case, tx, grads, state, params, **more):
-    """``tx.update`` with the row's extra args, under its mesh axis if it needs one."""
-    extra = {**case.extra_args(params, grads), **more}
-    if case.axis_name is None:
-        return tx.update(grads, state, params, **extra)
-    mesh = jax.make_mesh((1,), (case.axis_name,), devices=jax.devices()[:1])
-    spec = jax.sharding.PartitionSpec()
-    fn = jax.shard_map(
-        lambda g, s, p: tx.update(g, s, p, **extra), mesh=mesh, in_specs=spec, out_specs=spec
-    )
-    return fn(grads, state, params)
-
-
-def _run(case: Case, tx, problem, num_steps: int = NUM_STEPS):
-    """``num_steps`` jitted steps in one ``lax.scan``; returns the final params."""
-
-    def step(carry, _):
-        params, state = carry
-        grads = _grads(problem, params)
-        updates, state = _update(case, tx, grads, state, params)
-        return (optax.apply_updates(params, updates), state), None
-
-    @jax.jit
-    def run(params):
-        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), length=num_steps)
-        return params
-
-    return run(problem.initial)
-
-
-def _assert_trees_close(actual, expected, rtol, atol, what=""):
-    def check(path, a, e):
-        np.testing.assert_allclose(
-            np.asarray(a, np.float64 if not jnp.iscomplexobj(a) else np.complex128),
-            np.asarray(e, np.float64 if not jnp.iscomplexobj(e) else np.complex128),
-            rtol=rtol,
-            atol=atol,
-            err_msg=f"{what} at {jax.tree_util.keystr(path)}",
-        )
-
-    jax.tree.map_with_path(check, actual, expected)
 
 
 # --- convergence ---------------------------------------------------------------
@@ -259,6 +215,16 @@ def test_init_on_shape_dtype_structs(case):
     actual = jax.eval_shape(tx.init, abstract)
     assert jax.tree.structure(actual) == jax.tree.structure(expected)
     assert jax.tree.leaves(actual) == jax.tree.leaves(expected)
+
+
+def test_counts_are_int32_scalars(case):
+    problem = problems.parabola()
+    tx = case.make()
+    state = tx.init(problem.initial)
+    _, state = _update(case, tx, _grads(problem, problem.initial), state, problem.initial)
+    counts = [c for _, c in optax.tree.get_all_with_path(state, "count")]
+    for count in counts:
+        assert (count.shape, count.dtype) == ((), jnp.int32), count
 
 
 def test_donated_step_runs(case):

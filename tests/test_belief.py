@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gdtx
 
@@ -135,3 +137,23 @@ def test_schedules_drive_learning_rate_and_weight_decay():
         _, state = tx.update(jnp.ones(2), state, params)
     updates, _ = tx.update(jnp.ones(2), state, params)
     np.testing.assert_array_equal(updates, 0.0)  # the schedule has reached 0
+
+
+@settings(max_examples=25)
+@given(
+    scale=st.floats(1e-3, 1e3),
+    seed=st.integers(0, 2**16),
+    rectify=st.booleans(),
+    amsgrad=st.booleans(),
+)
+def test_direction_is_invariant_to_the_gradient_scale(scale, seed, rectify, amsgrad):
+    # Without eps, m and sqrt(s) both scale with the gradients: the direction
+    # does not depend on their units (Zhuang et al., Sec. 2.2).
+    rng = np.random.default_rng(seed)
+    grads = [jnp.asarray(rng.normal(size=5), jnp.float32) for _ in range(8)]
+    tx = gdtx.scale_by_belief(eps=0.0, eps_root=0.0, rectify=rectify, amsgrad=amsgrad)
+    state_a = state_b = tx.init(grads[0])
+    for g in grads:
+        u_a, state_a = tx.update(g, state_a)
+        u_b, state_b = tx.update(scale * g, state_b)
+    np.testing.assert_allclose(u_b, u_a, rtol=2e-4, atol=1e-6)
