@@ -124,7 +124,7 @@ def scale_by_belief(
       >>> tx = gdtx.scale_by_belief()
       >>> grads = jnp.array([1e-3, -2.0, 50.0])
       >>> updates, state = tx.update(grads, tx.init(grads))
-      >>> print(updates)
+      >>> print(updates.round(3))
       [ 1.111 -1.111  1.111]
 
     References:

@@ -14,7 +14,12 @@ an ImportError.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+
+# GPU convolution gradients use atomics by default, so two runs of the same
+# config would differ in the last bits; the comparison must be reproducible.
+_DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
 
 # Top-level modules needed by the experiments beyond jax/optax/chex; they
 # come with ``pip install "gdtx[examples]"``.
@@ -82,6 +87,8 @@ def run() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    if _DETERMINISTIC_XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DETERMINISTIC_XLA_FLAG}"
     from absl import app
 
     _define_flags()

@@ -14,6 +14,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import pytest
 
 pytest.importorskip("flax")
@@ -115,6 +116,11 @@ def test_every_optimizer_learns(run):
 
 
 def test_same_config_gives_identical_results(run, tmp_path):
+    # Bit-identical on CPU. gdtx-train makes GPU runs deterministic through
+    # XLA_FLAGS (gdtx/experiments/main.py), which must be set before JAX starts,
+    # so an in-process run on a GPU cannot be held to this.
+    if jax.default_backend() != "cpu":
+        pytest.skip("bit-identical reruns are checked on CPU; see gdtx-train's XLA_FLAGS")
     _, _, first = run
     second = train.train_and_evaluate(get_test_config(), str(tmp_path))
     for label, r in first["optimizers"].items():
