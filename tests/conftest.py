@@ -24,3 +24,11 @@ settings.load_profile("ci")
 def rng():
     """A NumPy generator with a fixed seed, fresh for every test."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_digits():
+    """The bundled digits, split and scaled once per worker (see tests/tiny_digits.py)."""
+    from tests import tiny_digits
+
+    return tiny_digits.load()
