@@ -63,6 +63,27 @@ C_INIT = np.array([-0.5, 1.5, 0.0, 1.0])
 NOISE_STD = {"a": 3e-6, "b": 0.3, "c": 20.0}
 
 
+def _gdtx_kwargs(eps, wd, *, weight_decouple, fixed_decay, amsgrad, rectify, degenerated_to_sgd):
+    """The gdtx.adabelief keyword arguments that reproduce a reference's options."""
+    if not weight_decouple:
+        mode = "l2"
+    elif fixed_decay:
+        mode = "fixed"
+    else:
+        mode = "decoupled"
+    return dict(
+        b1=B1,
+        b2=B2,
+        eps=eps,
+        eps_root=eps,
+        weight_decay=wd,
+        weight_decay_mode=mode,
+        amsgrad=amsgrad,
+        rectify=rectify,
+        degenerated_to_sgd=degenerated_to_sgd,
+    )
+
+
 def noise_schedule(t: int) -> float:
     """Noise multiplier for step t (1-based): large early, decaying later.
 
@@ -119,19 +140,11 @@ def cases():
             degenerated_to_sgd=opts.pop("degenerated_to_sgd", True),
         )
         assert not opts, opts
-        if not options["weight_decouple"]:
-            mode = "l2"
-        elif options["fixed_decay"]:
-            mode = "fixed"
-        else:
-            mode = "decoupled"
-        kw = dict(
-            b1=B1,
-            b2=B2,
-            eps=eps,
-            eps_root=eps,
-            weight_decay=wd,
-            weight_decay_mode=mode,
+        kw = _gdtx_kwargs(
+            eps,
+            wd,
+            weight_decouple=options["weight_decouple"],
+            fixed_decay=options["fixed_decay"],
             amsgrad=options["amsgrad"],
             rectify=options["rectify"],
             degenerated_to_sgd=options["degenerated_to_sgd"],
@@ -141,19 +154,11 @@ def cases():
     def kozistr(name, eps=1e-16, wd=0.0, note="", unmappable=False, **opts):
         options = dict(eps=eps, weight_decay=wd)
         options.update(opts)
-        if not options.get("weight_decouple", True):
-            mode = "l2"
-        elif options.get("fixed_decay", False):
-            mode = "fixed"
-        else:
-            mode = "decoupled"
-        kw = dict(
-            b1=B1,
-            b2=B2,
-            eps=eps,
-            eps_root=eps,
-            weight_decay=wd,
-            weight_decay_mode=mode,
+        kw = _gdtx_kwargs(
+            eps,
+            wd,
+            weight_decouple=options.get("weight_decouple", True),
+            fixed_decay=options.get("fixed_decay", False),
             amsgrad=options.get("ams_bound", False),
             rectify=options.get("rectify", False),
             degenerated_to_sgd=options.get("degenerated_to_sgd", True),
