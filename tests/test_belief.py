@@ -157,3 +157,32 @@ def test_direction_is_invariant_to_the_gradient_scale(scale, seed, rectify, amsg
         u_a, state_a = tx.update(g, state_a)
         u_b, state_b = tx.update(scale * g, state_b)
     np.testing.assert_allclose(u_b, u_a, rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rectify", [False, True])
+def test_long_horizon_float32_stays_finite_and_converges(rectify):
+    # 100 000 float32 steps on a noisy ill-conditioned quadratic with the default
+    # eps = eps_root = 1e-16: the belief can shrink towards eps_root, so this is
+    # where a division or bias-correction bug would surface late.
+    scales = jnp.asarray([1e-4, 1.0, 1e3], jnp.float32)
+    tx = gdtx.adabelief(1e-3, rectify=rectify)
+    keys = jax.random.split(jax.random.key(0), 100_000)
+
+    def step(carry, key):
+        params, state = carry
+        noise = 0.01 * jax.random.normal(key, (3,))
+        grads = scales * params + noise * jnp.sqrt(scales)
+        updates, state = tx.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), jnp.max(jnp.abs(updates))
+
+    params = jnp.ones(3, jnp.float32)
+    (final, state), max_update = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), keys))(
+        params
+    )
+    assert np.all(np.isfinite(np.asarray(final)))
+    assert np.all(np.isfinite(np.asarray(max_update)))
+    # Steps stay O(1) in units of the learning rate (|u| <= ~1/b1 for AdaBelief).
+    assert float(jnp.max(max_update)) / 1e-3 < 10.0
+    # The well-conditioned coordinates reach the noise floor around the optimum.
+    assert float(jnp.max(jnp.abs(final[1:]))) < 0.05, final

@@ -185,3 +185,13 @@ def test_run_without_optional_dependencies(monkeypatch, capsys, missing):
     assert missing in err
     assert 'pip install "gdtx[examples]"' in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_default_config_reaches_the_documented_accuracy(tmp_path):
+    """The quick-start job itself, unshrunk: what the README promises a newcomer."""
+    config = get_default_config()
+    config.progress_bar = False
+    results = train.train_and_evaluate(config, str(tmp_path))
+    for label, r in results["optimizers"].items():
+        assert r["final_test_accuracy"] >= 0.97, (label, r["final_test_accuracy"])
