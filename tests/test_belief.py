@@ -182,7 +182,8 @@ def test_long_horizon_float32_stays_finite_and_converges(rectify):
     )
     assert np.all(np.isfinite(np.asarray(final)))
     assert np.all(np.isfinite(np.asarray(max_update)))
-    # Steps stay O(1) in units of the learning rate (|u| <= ~1/b1 for AdaBelief).
-    assert float(jnp.max(max_update)) / 1e-3 < 10.0
+    # Adaptive steps stay O(1) in units of the learning rate. The first five
+    # rectified steps are momentum-SGD steps, lr * g, by design (not bounded).
+    assert float(jnp.max(max_update[5:])) / 1e-3 < 10.0
     # The well-conditioned coordinates reach the noise floor around the optimum.
     assert float(jnp.max(jnp.abs(final[1:]))) < 0.05, final
