@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
     """The hyperparameters of the default comparison."""
     config = ml_collections.ConfigDict()
 
+    # The problem (gdtx/experiments/tasks.py): "digits", "char_lm" or "linear".
+    config.task = "digits"
+
     # One seed for the train/test split, the initial parameters (identical for
     # every optimizer) and the order of the training batches.
     config.seed = 0
@@ -38,9 +41,16 @@ def get_config() -> ml_collections.ConfigDict:
     # steps and after the last step (3000 / 50 + 1 = 61 points per curve).
     config.eval_every = 50
     config.progress_bar = True
+    # Orbax checkpoints (params, optimizer state, data order, RNG, curves) in
+    # <workdir>/checkpoints/ every `checkpoint_every` steps (0: none). Running
+    # again with the same --workdir resumes from the latest one.
+    config.checkpoint_every = 1000
+    config.checkpoints_to_keep = 2
 
     # The optimizers compared side by side, in this order. `name` is a key of
-    # `OPTIMIZERS` in gdtx/experiments/train.py. 1e-3 is the default learning
+    # `OPTIMIZERS` in gdtx/experiments/train.py, or "gdtx.<alias>" /
+    # "optax.<alias>"; an entry may add `kwargs` (a dict passed to the
+    # factory) and a `label` (its name in the results). 1e-3 is the default learning
     # rate of both papers (Adam: Kingma & Ba 2015; AdaBelief: Zhuang et al.
     # 2020), so neither optimizer is tuned in the other's favour.
     config.optimizers = [

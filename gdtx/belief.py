@@ -145,29 +145,47 @@ def scale_by_belief(
             nu_max=dtypes.zeros_like_params(params, nu_dtype) if amsgrad else None,
         )
 
-    def leaf_update(g, m_prev, s_prev, s_max_prev, count):
-        cdt = dtypes.compute_dtype(g, m_prev, s_prev)
+    def step_scalars(cdt, count):
+        """Everything of a step that is not per element, for one compute dtype."""
         b1_, b2_, eps_, eps_root_ = (jnp.asarray(x, cdt) for x in (b1, b2, eps, eps_root))
         t = jnp.asarray(count, cdt)
+        sc = {"b1": b1_, "b2": b2_, "eps": eps_, "eps_root": eps_root_}
+        sc["bc1"] = 1 - b1_**t
+        sc["bc2"] = 1 - b2_**t
+        if nesterov:
+            sc["bc1_next"] = 1 - b1_ ** (t + 1)
+        if rectify:
+            sc["r_t"], sc["adaptive"] = rectification.rectification(
+                b2_, t, _RECTIFICATION_THRESHOLD, cdt
+            )
+            sc["sqrt_bc2"] = jnp.sqrt(sc["bc2"])
+        return sc
+
+    def leaf_update(g, m_prev, s_prev, s_max_prev, scalars):
+        cdt = dtypes.compute_dtype(g, m_prev, s_prev)
+        sc = scalars(cdt)
+        b1_, b2_, eps_, bc1, bc2 = sc["b1"], sc["b2"], sc["eps"], sc["bc1"], sc["bc2"]
         g_c = g.astype(cdt)
         m = b1_ * m_prev.astype(cdt) + (1 - b1_) * g_c
         deviation = g_c - m
-        s = b2_ * s_prev.astype(cdt) + (1 - b2_) * deviation * deviation + eps_root_
+        # eps_root joins the new term rather than being added last: a final add of a
+        # constant lets XLA duplicate the whole `s` computation into the update's loop,
+        # which then reads the old `s` after it was overwritten in place and forces a
+        # full copy of the donated buffer (see docs/benchmarks.md). Rounding differs
+        # from the official order by at most an ulp of `s`.
+        s = b2_ * s_prev.astype(cdt) + ((1 - b2_) * deviation * deviation + sc["eps_root"])
         s_norm = jnp.maximum(s_max_prev.astype(cdt), s) if amsgrad else s
-        bc1 = 1 - b1_**t
-        bc2 = 1 - b2_**t
         if nesterov:
-            m_hat = b1_ * m / (1 - b1_ ** (t + 1)) + (1 - b1_) * g_c / bc1
+            m_hat = b1_ * m / sc["bc1_next"] + (1 - b1_) * g_c / bc1
         else:
             m_hat = m / bc1
         u = m_hat / (jnp.sqrt(s_norm / bc2) + eps_)
         if rectify:
-            r_t, adaptive = rectification.rectification(b2_, t, _RECTIFICATION_THRESHOLD, cdt)
             # The rectified step normalises by the current s, never by the max
             # (official adabelief-pytorch 0.2.1), with eps outside the correction.
-            u_rect = r_t * m_hat * jnp.sqrt(bc2) / (jnp.sqrt(s) + eps_)
+            u_rect = sc["r_t"] * m_hat * sc["sqrt_bc2"] / (jnp.sqrt(s) + eps_)
             fallback = m_hat if degenerated_to_sgd else jnp.zeros_like(m_hat)
-            u = jnp.where(adaptive, u_rect, fallback)
+            u = jnp.where(sc["adaptive"], u_rect, fallback)
         out = (u.astype(g.dtype), m.astype(m_prev.dtype), s.astype(s_prev.dtype))
         return out + (s_norm.astype(s_max_prev.dtype),) if amsgrad else out
 
@@ -175,11 +193,22 @@ def scale_by_belief(
         del params, extra_args
         validation.check_like_state(owner, updates, state.mu)
         count = optax.safe_increment(state.count)
+        # The step's scalars (bias corrections, rectification) are traced once per
+        # compute dtype, not once per leaf: a 100-leaf model traces and compiles
+        # one set of them instead of a hundred.
+        cache: dict[Any, dict[str, jax.Array]] = {}
+
+        def scalars(cdt):
+            key = jnp.dtype(cdt)
+            if key not in cache:
+                cache[key] = step_scalars(cdt, count)
+            return cache[key]
+
         moments = (state.mu, state.nu, state.nu_max) if amsgrad else (state.mu, state.nu)
         if amsgrad:
-            leaf_fn = lambda g, m, s, s_max: leaf_update(g, m, s, s_max, count)  # noqa: E731
+            leaf_fn = lambda g, m, s, s_max: leaf_update(g, m, s, s_max, scalars)  # noqa: E731
         else:
-            leaf_fn = lambda g, m, s: leaf_update(g, m, s, None, count)  # noqa: E731
+            leaf_fn = lambda g, m, s: leaf_update(g, m, s, None, scalars)  # noqa: E731
         outputs = unzip(jax.tree.map(leaf_fn, updates, *moments), updates, 1 + len(moments))
         new_updates, mu, nu, *rest = outputs
         nu_max = rest[0] if amsgrad else None

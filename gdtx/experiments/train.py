@@ -1,14 +1,26 @@
-"""Trains the digits CNN once per configured optimizer and compares them.
+"""Trains one model per configured optimizer on a task and compares them.
 
 Every optimizer starts from the same initial parameters (same seed) and sees
 the same batches in the same order, so the curves differ only because of the
 optimizer. The comparison is written to ``workdir``:
 
-* ``results.json``: per optimizer the final/best test accuracy, final
-  train/test loss, wall time, steps/s and the raw curves; plus the config.
-* ``curves.png``: loss and accuracy against steps, one line per optimizer.
+* ``results.json``: per optimizer the final/best metrics, wall time, steps/s
+  and the raw curves; plus the config and the library versions.
+* ``curves.png``: loss (and accuracy, where the task has one) against steps,
+  one colour per optimizer.
+* ``summary.md``: the Markdown summary table, also printed to stdout.
+* ``checkpoints/<optimizer>/<step>/``: Orbax checkpoints every
+  ``config.checkpoint_every`` steps (0 disables them) holding the parameters,
+  the optimizer state, the JAX key, the data sampler's state (data order and
+  NumPy RNG) and the curves so far. Running again with the same ``workdir``
+  resumes each optimizer from its latest checkpoint and produces results
+  identical to an uninterrupted run, timings aside.
 
-and a Markdown summary table is printed to stdout.
+The training step is functional: parameters are a plain dict (the model's
+``nnx.Param`` state as ``to_pure_dict()``), the optimizer state is whatever
+``tx.init`` returns, and the optimizer state is restored against
+``jax.eval_shape(tx.init, params)`` so that it comes back as the same
+NamedTuples (see ``gdtx.checkpoint``).
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,56 +43,73 @@ import tqdm
 from flax import nnx
 
 import gdtx
-from gdtx.experiments import data, models
+from gdtx import checkpoint
+from gdtx.experiments import tasks
 
-# The optimizers that a config can name. Each entry maps a name to a factory
-# called as ``factory(learning_rate)``; add new optimizers here.
-OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
+Factory = Callable[..., optax.GradientTransformation]
+
+
+def _momentum(learning_rate, **kwargs):
+    return optax.sgd(learning_rate, momentum=kwargs.pop("momentum", 0.9), **kwargs)
+
+
+# The optimizers that a config can name with a bare name. Each entry is called
+# as ``factory(learning_rate, **kwargs)``. Any other public optimizer is
+# reachable as "gdtx.<name>" or "optax.<name>".
+OPTIMIZERS: dict[str, Factory] = {
     "adam": optax.adam,
+    "adamw": optax.adamw,
+    "sgd": optax.sgd,
+    "momentum": _momentum,
     "adabelief": gdtx.adabelief,
 }
 
 
-def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
-    """Builds the optimizer called ``name`` from the ``OPTIMIZERS`` table."""
-    try:
-        factory = OPTIMIZERS[name]
-    except KeyError:
+def _resolve(name: str) -> Factory:
+    if name in OPTIMIZERS:
+        return OPTIMIZERS[name]
+    module, _, attr = name.partition(".")
+    if module in ("gdtx", "optax") and attr and not attr.startswith("_"):
+        factory = getattr(gdtx if module == "gdtx" else optax, attr, None)
+        if callable(factory):
+            return factory
+    raise ValueError(
+        f"Unknown optimizer {name!r}; known: {', '.join(sorted(OPTIMIZERS))}, "
+        "or 'gdtx.<alias>' / 'optax.<alias>'."
+    )
+
+
+def make_optimizer(
+    name: str, learning_rate: float, kwargs: dict[str, Any] | None = None
+) -> optax.GradientTransformation:
+    """Builds ``name`` (a key of ``OPTIMIZERS``, or ``gdtx.X`` / ``optax.X``)."""
+    return _resolve(name)(learning_rate, **(kwargs or {}))
+
+
+# Extra arguments the training step can hand to ``tx.update`` when an
+# optimizer declares them (``gdtx.required_extra_args``).
+SUPPLIED_EXTRA_ARGS = frozenset(
+    {"value", "value_fn", "grad_fn", "per_example_value_fn", "grad_variance"}
+)
+
+
+def _optimizer_kwargs(opt_config: ml_collections.ConfigDict) -> dict[str, Any]:
+    kwargs = opt_config.get("kwargs", None)
+    if kwargs is None:
+        return {}
+    return kwargs.to_dict() if isinstance(kwargs, ml_collections.ConfigDict) else dict(kwargs)
+
+
+def build_optimizer(opt_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The optimizer of one ``config.optimizers`` entry; fails on unsupplied extra args."""
+    tx = make_optimizer(opt_config.name, opt_config.learning_rate, _optimizer_kwargs(opt_config))
+    missing = gdtx.required_extra_args(tx) - SUPPLIED_EXTRA_ARGS
+    if missing:
         raise ValueError(
-            f"Unknown optimizer {name!r}; known: {', '.join(sorted(OPTIMIZERS))}."
-        ) from None
-    return factory(learning_rate)
-
-
-def loss_fn(model: models.CNN, images: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean softmax cross-entropy; also returns the logits."""
-    logits = model(images)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, logits
-
-
-@nnx.jit
-def train_step(
-    model: models.CNN,
-    optimizer: nnx.Optimizer,
-    images: jax.Array,
-    labels: jax.Array,
-) -> jax.Array:
-    """One optimizer step on a batch; updates model and optimizer in place."""
-    grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
-    (loss, _), grads = grad_fn(model, images, labels)
-    optimizer.update(model, grads)
-    return loss
-
-
-@nnx.jit
-def eval_step(
-    model: models.CNN, images: jax.Array, labels: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Mean loss and accuracy on a whole split (the splits are small)."""
-    loss, logits = loss_fn(model, images, labels)
-    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
-    return loss, accuracy
+            f"Optimizer {opt_config.name!r} requires extra arguments {sorted(missing)} that "
+            f"the training loop does not supply (it supplies {sorted(SUPPLIED_EXTRA_ARGS)})."
+        )
+    return tx
 
 
 def eval_steps(num_steps: int, eval_every: int) -> list[int]:
@@ -90,111 +120,289 @@ def eval_steps(num_steps: int, eval_every: int) -> list[int]:
 
 
 def _labels(optimizer_configs) -> list[str]:
-    """A unique display name per optimizer: its name, plus the lr if repeated."""
+    """A unique display name per optimizer: ``label``, else its name (+ lr if repeated)."""
     names = [c.name for c in optimizer_configs]
-    return [
-        f"{c.name} (lr={c.learning_rate:g})" if names.count(c.name) > 1 else c.name
+    labels = [
+        c.get("label", None)
+        or (f"{c.name} (lr={c.learning_rate:g})" if names.count(c.name) > 1 else c.name)
         for c in optimizer_configs
     ]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"Optimizer labels must be unique; repeated: {duplicates}. Set `label`.")
+    return labels
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
+
+
+def _make_functions(task: tasks.Task, graphdef: Any, tx: optax.GradientTransformation):
+    """The jitted train step of one optimizer."""
+    required = gdtx.required_extra_args(tx)
+
+    def per_example(params, batch, key, deterministic):
+        model = nnx.merge(graphdef, params)
+        rngs = None if deterministic else nnx.Rngs(dropout=key)
+        return task.per_example(model, batch, deterministic, rngs)
+
+    def mean_loss(params, batch, key):
+        losses, _ = per_example(params, batch, key, False)
+        return losses.mean()
+
+    @jax.jit
+    def train_step(params, opt_state, key, batch):
+        key, step_key = jax.random.split(key)
+        loss, grads = jax.value_and_grad(mean_loss)(params, batch, step_key)
+        extra: dict[str, Any] = {}
+        # Everything an optimizer evaluates sees the same batch and dropout mask.
+        if "value" in required:
+            extra["value"] = loss
+        if "value_fn" in required:
+            extra["value_fn"] = lambda p: mean_loss(p, batch, step_key)
+        if "grad_fn" in required:
+            extra["grad_fn"] = jax.grad(lambda p: mean_loss(p, batch, step_key))
+        if "per_example_value_fn" in required:
+            extra["per_example_value_fn"] = lambda p: per_example(p, batch, step_key, False)[0]
+        if "grad_variance" in required:
+
+            def one(p, example):
+                single = jax.tree.map(lambda x: x[None], example)
+                return per_example(p, single, step_key, False)[0][0]
+
+            per_example_grads = jax.vmap(jax.grad(one), in_axes=(None, 0))(params, batch)
+            _, extra["grad_variance"] = gdtx.batch_mean_and_variance(per_example_grads)
+        updates, opt_state = tx.update(grads, opt_state, params, **extra)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, key, loss
+
+    return train_step
+
+
+def _make_evaluate(task: tasks.Task, graphdef: Any):
+    """Mean loss and accuracy on a whole batch (compiled once for all optimizers)."""
+
+    @jax.jit
+    def evaluate(params, batch):
+        model = nnx.merge(graphdef, params)
+        losses, correct = task.per_example(model, batch, True, None)
+        accuracy = jnp.float32(jnp.nan) if correct is None else correct.mean()
+        return losses.mean(), accuracy
+
+    return evaluate
+
+
+def _checkpoint_manager(config, workdir: str, label: str):
+    import orbax.checkpoint as ocp
+
+    every = config.get("checkpoint_every", 0)
+    if not every:
+        return None
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints", _slug(label)),
+        options=ocp.CheckpointManagerOptions(
+            save_interval_steps=every, max_to_keep=config.get("checkpoints_to_keep", 2)
+        ),
+    )
+
+
+def _comparable(config_json: dict[str, Any]) -> dict[str, Any]:
+    """The config without the fields that may change between a run and its resumption."""
+    return {k: v for k, v in config_json.items() if k not in ("progress_bar",)}
 
 
 def train_one(
     config: ml_collections.ConfigDict,
     label: str,
     tx: optax.GradientTransformation,
-    train_ds: data.Split,
-    test_ds: data.Split,
-) -> dict[str, Any]:
-    """Trains a freshly initialised model with ``tx``; returns metrics & curves."""
+    task: tasks.Task,
+    workdir: str,
+    stop_after: int | None = None,
+    evaluate: Callable[[Any, Any], tuple[jax.Array, jax.Array]] | None = None,
+) -> dict[str, Any] | None:
+    """Trains a freshly initialised (or resumed) model with ``tx``; returns metrics & curves.
+
+    ``stop_after`` stops after that step without returning metrics, as a
+    preemption would (tests use it to check resumption). ``evaluate`` may be
+    shared between optimizers (see ``_make_evaluate``) to compile it once.
+    """
+    import orbax.checkpoint as ocp
+
     start = time.perf_counter()
     # The same seed for every optimizer: identical initial parameters.
-    model = models.CNN(features=tuple(config.features), rngs=nnx.Rngs(config.seed))
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    graphdef, state = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
+    params = nnx.to_pure_dict(state)
+    opt_state = tx.init(params)
+    key = jax.random.key_data(jax.random.key(config.seed))
+    sampler = task.make_sampler()
+    train_step = _make_functions(task, graphdef, tx)
+    if evaluate is None:
+        evaluate = _make_evaluate(task, graphdef)
 
-    curves = {k: [] for k in ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+    metrics = ["loss", "accuracy"] if task.has_accuracy else ["loss"]
+    curves: dict[str, list] = {"step": []}
+    for split in ("train", "test"):
+        for m in metrics:
+            curves[f"{split}_{m}"] = []
+    config_json = _comparable(json.loads(config.to_json()))
 
-    def evaluate(step: int) -> None:
-        train_loss, train_acc = eval_step(model, train_ds.images, train_ds.labels)
-        test_loss, test_acc = eval_step(model, test_ds.images, test_ds.labels)
+    manager = _checkpoint_manager(config, workdir, label)
+    first_step = 1
+    if manager is not None and manager.latest_step() is not None:
+        restored = manager.restore(
+            manager.latest_step(),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(
+                    checkpoint.abstract_train_state(tx, params, key=key)
+                ),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        meta = restored["meta"]
+        if meta["config"] != config_json:
+            raise ValueError(
+                f"The checkpoint in {workdir!r} for {label!r} was written with a different "
+                "config; use a fresh --workdir."
+            )
+        params = restored["state"]["params"]
+        opt_state = restored["state"]["opt_state"]
+        key = restored["state"]["key"]
+        sampler.load_state_dict(meta["sampler"])
+        curves = meta["curves"]
+        first_step = meta["step"] + 1
+
+    def record(step: int) -> None:
         curves["step"].append(step)
-        curves["train_loss"].append(float(train_loss))
-        curves["train_accuracy"].append(float(train_acc))
-        curves["test_loss"].append(float(test_loss))
-        curves["test_accuracy"].append(float(test_acc))
+        for split, batch in task.eval_batches.items():
+            loss, acc = evaluate(params, batch)
+            curves[f"{split}_loss"].append(float(loss))
+            if task.has_accuracy:
+                curves[f"{split}_accuracy"].append(float(acc))
+
+    def save(step: int, force: bool = False) -> None:
+        if manager is None or not (force or manager.should_save(step)):
+            return
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave({"params": params, "opt_state": opt_state, "key": key}),
+                meta=ocp.args.JsonSave(
+                    {
+                        "step": step,
+                        "sampler": sampler.state_dict(),
+                        "curves": curves,
+                        "config": config_json,
+                    }
+                ),
+            ),
+            force=force,
+        )
 
     to_eval = set(eval_steps(config.num_steps, config.eval_every))
-    # The same seed for every optimizer: identical batches in identical order.
-    batches = data.train_batches(train_ds, config.batch_size, config.num_steps, config.seed)
-    evaluate(0)
-    train_time = 0.0  # Seconds spent in train steps after the first one.
+    if first_step == 1:
+        record(0)
+    last = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
+    train_time = 0.0  # Seconds spent in train steps after the first one of this process.
     compile_time = 0.0  # Seconds of the first train step: mostly compilation.
+    timed_steps = 0
     with tqdm.tqdm(
-        total=config.num_steps, desc=label, unit="step", disable=not config.progress_bar
+        total=config.num_steps,
+        initial=first_step - 1,
+        desc=label,
+        unit="step",
+        disable=not config.progress_bar,
     ) as bar:
         segment_start = time.perf_counter()
-        for step, (images, labels) in enumerate(batches, start=1):
-            loss = train_step(model, optimizer, images, labels)
-            if step == 1:
+        for step in range(first_step, last + 1):
+            batch = task.batch(sampler.next())
+            params, opt_state, key, loss = train_step(params, opt_state, key, batch)
+            if step == first_step:
                 jax.block_until_ready(loss)
                 compile_time = time.perf_counter() - segment_start
                 segment_start = time.perf_counter()
+            else:
+                timed_steps += 1
             bar.update()
             if step in to_eval:
                 jax.block_until_ready(loss)
                 train_time += time.perf_counter() - segment_start
-                evaluate(step)
-                bar.set_postfix(
-                    test_acc=f"{curves['test_accuracy'][-1]:.4f}",
-                    test_loss=f"{curves['test_loss'][-1]:.4f}",
-                )
+                record(step)
+                bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in curves.items() if k != "step"})
                 segment_start = time.perf_counter()
+            save(step, force=step == config.num_steps)
+    if manager is not None:
+        # Saves are asynchronous: a checkpoint is complete only after this.
+        manager.wait_until_finished()
+        manager.close()
+    if last < config.num_steps:
+        return None
     wall_time = time.perf_counter() - start
 
-    best = int(np.argmax(curves["test_accuracy"]))
-    return {
-        "final_test_accuracy": curves["test_accuracy"][-1],
-        "best_test_accuracy": curves["test_accuracy"][best],
-        "best_step": curves["step"][best],
+    primary = "test_accuracy" if task.has_accuracy else "test_loss"
+    best = int(np.argmax(curves[primary]) if task.has_accuracy else np.argmin(curves[primary]))
+    results = {
         "final_train_loss": curves["train_loss"][-1],
         "final_test_loss": curves["test_loss"][-1],
-        "final_train_accuracy": curves["train_accuracy"][-1],
-        # Everything for this optimizer: init, compilation, training and evals.
-        "wall_time_s": wall_time,
-        "compile_time_s": compile_time,
-        # Steady-state training speed: excludes the first step and the evals.
-        "steps_per_sec": ((config.num_steps - 1) / train_time if train_time > 0 else None),
-        "curves": curves,
+        "best_test_loss": min(curves["test_loss"]),
+        "best_step": curves["step"][best],
     }
+    if task.has_accuracy:
+        results.update(
+            final_test_accuracy=curves["test_accuracy"][-1],
+            best_test_accuracy=curves["test_accuracy"][best],
+            final_train_accuracy=curves["train_accuracy"][-1],
+        )
+    results.update(
+        {
+            # Everything for this optimizer in this process: init, restore,
+            # compilation, training and evals.
+            "wall_time_s": wall_time,
+            "compile_time_s": compile_time,
+            # Steady-state training speed: excludes the first step and the evals.
+            "steps_per_sec": (timed_steps / train_time if train_time > 0 else None),
+            "resumed_from_step": first_step - 1,
+            "curves": curves,
+        }
+    )
+    return results
 
 
 def plot_curves(results: dict[str, Any], path: str) -> None:
-    """Saves loss and accuracy against steps, one colour per optimizer."""
+    """Saves loss (and accuracy) against steps, one colour per optimizer."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    has_accuracy = all("test_accuracy" in r["curves"] for r in results["optimizers"].values())
+    fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(11 if has_accuracy else 6, 4.2))
+    ax_loss = axes[0] if has_accuracy else axes
     for i, (label, r) in enumerate(results["optimizers"].items()):
         c = r["curves"]
-        color = f"C{i}"
+        color = f"C{i % 10}"
         ax_loss.plot(c["step"], c["test_loss"], color=color, label=f"{label} test")
         ax_loss.plot(
             c["step"], c["train_loss"], color=color, linestyle="--", label=f"{label} train"
         )
-        ax_acc.plot(c["step"], c["test_accuracy"], color=color, label=f"{label} test")
-    ax_loss.set(title="Cross-entropy loss", xlabel="step", ylabel="loss", yscale="log")
-    # Accuracy starts near chance (0.1) at step 0; zoom in on the part after
-    # it, down to 0.8 or to the worst later value if an optimizer lags.
-    later = [a for r in results["optimizers"].values() for a in r["curves"]["test_accuracy"][1:]]
-    bottom = max(0.0, min([0.8, *later]) - 0.02)
-    ax_acc.set(title="Test accuracy", xlabel="step", ylabel="accuracy", ylim=(bottom, 1.0))
-    for ax in (ax_loss, ax_acc):
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+        if has_accuracy:
+            axes[1].plot(c["step"], c["test_accuracy"], color=color, label=f"{label} test")
+    ax_loss.set(title="Loss", xlabel="step", ylabel="loss", yscale="log")
+    ax_loss.grid(True, alpha=0.3)
+    ax_loss.legend(fontsize="small")
+    if has_accuracy:
+        # Accuracy starts near chance at step 0; zoom in on the part after it.
+        later = [
+            a for r in results["optimizers"].values() for a in r["curves"]["test_accuracy"][1:]
+        ]
+        first = [r["curves"]["test_accuracy"][0] for r in results["optimizers"].values()]
+        bottom = max(0.0, min([max(first) + 0.5 * (max(later, default=1) - max(first)), *later]))
+        axes[1].set(title="Test accuracy", xlabel="step", ylabel="accuracy")
+        axes[1].set_ylim(bottom=max(0.0, bottom - 0.02))
+        axes[1].grid(True, alpha=0.3)
+        axes[1].legend(fontsize="small")
     cfg = results["config"]
     fig.suptitle(
-        f"8x8 digits CNN: optimizer comparison "
+        f"{results['task']}: optimizer comparison "
         f"(batch {cfg['batch_size']}, {cfg['num_steps']} steps, seed {cfg['seed']})"
     )
     fig.tight_layout()
@@ -208,63 +416,86 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def summary_table(results: dict[str, Any]) -> str:
     """A Markdown table with one row per optimizer."""
+    has_accuracy = all("final_test_accuracy" in r for r in results["optimizers"].values())
+    acc_head = "| final test acc | best test acc " if has_accuracy else ""
     lines = [
-        "| optimizer | lr | final test acc | best test acc | final train loss "
-        "| final test loss | wall time (s) | steps/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| optimizer | lr {acc_head}| final train loss | final test loss "
+        "| wall time (s) | steps/s |",
+        "|---|---:|" + ("---:|---:|" if has_accuracy else "") + "---:|---:|---:|---:|",
     ]
     for label, r in results["optimizers"].items():
+        acc = (
+            f"| {r['final_test_accuracy']:.4f} | {r['best_test_accuracy']:.4f} "
+            if has_accuracy
+            else ""
+        )
         lines.append(
-            f"| {label} | {r['learning_rate']:g} | {r['final_test_accuracy']:.4f} "
-            f"| {r['best_test_accuracy']:.4f} | {r['final_train_loss']:.4f} "
+            f"| {label} | {r['learning_rate']:g} {acc}| {r['final_train_loss']:.4f} "
             f"| {r['final_test_loss']:.4f} | {r['wall_time_s']:.1f} "
             f"| {_fmt(r['steps_per_sec'], '.0f')} |"
         )
     return "\n".join(lines)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
+) -> dict[str, Any] | None:
     """Trains one model per ``config.optimizers`` entry and compares them.
 
     Args:
       config: the experiment's hyperparameters, see ``configs/default.py``.
-      workdir: directory for ``results.json`` and ``curves.png``; created if
-        missing.
+      workdir: directory for ``results.json``, ``curves.png``, ``summary.md``
+        and ``checkpoints/``; created if missing. If it holds checkpoints of
+        the same config, training resumes from them.
+      stop_after: stop every optimizer after this step, leaving checkpoints
+        but no results (simulates a preemption; for tests).
 
     Returns:
-      The dict that is written to ``results.json``.
+      The dict that is written to ``results.json`` (None when stopped early).
     """
     os.makedirs(workdir, exist_ok=True)
     # Build every optimizer first so that a typo fails before any training.
-    txs = [make_optimizer(c.name, c.learning_rate) for c in config.optimizers]
-    train_ds, test_ds = data.load_digits(config.test_size, config.seed)
+    labels = _labels(config.optimizers)
+    txs = [build_optimizer(c) for c in config.optimizers]
+    task = tasks.make_task(config)
 
     results: dict[str, Any] = {
         # to_dict() leaves the ConfigDicts inside config.optimizers unconverted.
         "config": json.loads(config.to_json()),
+        "task": task.title,
         "environment": {
             "jax": jax.__version__,
             "flax": flax.__version__,
             "optax": optax.__version__,
+            "gdtx": gdtx.__version__,
             "backend": jax.default_backend(),
             "python": platform.python_version(),
         },
-        "num_train_examples": len(train_ds),
-        "num_test_examples": len(test_ds),
+        "num_train_examples": task.num_train,
+        "num_test_examples": task.num_test,
         "optimizers": {},
     }
-    for label, opt_config, tx in zip(
-        _labels(config.optimizers), config.optimizers, txs, strict=True
-    ):
-        metrics = train_one(config, label, tx, train_ds, test_ds)
+    graphdef, _ = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
+    evaluate = _make_evaluate(task, graphdef)
+    for label, opt_config, tx in zip(labels, config.optimizers, txs, strict=True):
+        metrics = train_one(
+            config, label, tx, task, workdir, stop_after=stop_after, evaluate=evaluate
+        )
+        if metrics is None:
+            continue
         results["optimizers"][label] = {
             "name": opt_config.name,
             "learning_rate": opt_config.learning_rate,
             **metrics,
         }
+    if stop_after is not None and stop_after < config.num_steps:
+        return None
 
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     plot_curves(results, os.path.join(workdir, "curves.png"))
-    print(summary_table(results), flush=True)
+    table = summary_table(results)
+    with open(os.path.join(workdir, "summary.md"), "w") as f:
+        f.write(f"# {task.title}\n\n{table}\n")
+    print(table, flush=True)
     return results

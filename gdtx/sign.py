@@ -1,0 +1,442 @@
+"""Sign methods: signSGD, Signum and Signum with a majority vote across devices.
+
+The family's contract. The descent direction is the elementwise sign of the
+gradient ``g`` (signSGD) or of its exponential moving average (Signum),
+
+.. math::
+
+  m_t = \\beta m_{t-1} + (1 - \\beta) g_t, \\qquad u_t = \\operatorname{sign}(m_t),
+
+with ``sign(0) = 0``: a coordinate whose gradient (or momentum) is exactly zero
+does not move. The step is ``p <- p - lr * u_t`` (plus weight decay), so every
+coordinate moves by exactly ``lr`` or not at all. The conventions are those of
+``pytorch-optimizer`` 4.1.0's ``SignSGD`` (checked against recorded trajectories
+in ``tests/reference``), which ``optax.sign_sgd`` and ``optax.signum`` share:
+
+- the momentum is an EMA (``lerp`` there), not heavy-ball ``m = b m + g``; both
+  give the same signs, so only the stored ``mu`` differs by the factor ``1 - b``;
+- no bias correction (it would not change a sign);
+- weight decay is decoupled by default, ``p <- p (1 - lr wd) - lr u``
+  (``weight_decouple=True`` there); ``weight_decay_mode="l2"`` adds ``wd p`` to the
+  gradient before the momentum (``weight_decouple=False``).
+
+With several devices, :func:`signum_vote` is the algorithm of Bernstein et al.
+(2019): each worker keeps its own momentum, sends only its sign, and every
+worker applies the sign of the sum of the signs (:func:`gdtx.majority_vote`,
+in :mod:`gdtx.distributed`). The per-worker momentum differs from device to
+device, so it is state *per device*: see :func:`signum_vote` for how it is laid
+out under ``jax.shard_map``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gdtx._core import dtypes, validation
+from gdtx._core.trees import unzip
+from gdtx._core.weight_decay import chain_with_weight_decay
+from gdtx.distributed import WIRE_MODES, majority_vote
+
+_SIGN_WEIGHT_DECAY_MODES = ("decoupled", "l2")
+
+
+def scale_by_sign() -> optax.GradientTransformationExtraArgs:
+    """Replaces each update by its sign, with ``sign(0) = 0``.
+
+    .. math::
+
+      u_t = \\operatorname{sign}(g_t) \\in \\{-1, 0, 1\\}.
+
+    Stateless (the state is ``optax.EmptyState()``). Updates keep the gradients'
+    dtype. For complex gradients ``sign`` is ``g / |g|`` (``jnp.sign``), as
+    ``torch.sgn`` in the reference.
+
+    Args:
+      (none)
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Examples:
+      Every coordinate gets a unit step, whatever the gradient's scale; a zero
+      gradient gives no step:
+
+      >>> import jax.numpy as jnp, gdtx
+      >>> tx = gdtx.scale_by_sign()
+      >>> grads = jnp.array([1e-6, -3.0, 0.0, 250.0])
+      >>> updates, _ = tx.update(grads, tx.init(grads))
+      >>> print(updates)
+      [ 1. -1.  0.  1.]
+
+    References:
+      Bernstein et al., `signSGD: Compressed Optimisation for Non-Convex Problems
+      <https://arxiv.org/abs/1802.04434>`_, ICML 2018.
+      Official code: https://github.com/jxbz/signSGD
+    """
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return jax.tree.map(jnp.sign, updates), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class ScaleBySignumState(NamedTuple):
+    """State of :func:`scale_by_signum`.
+
+    Attributes:
+      count: number of updates so far, shape ``()``, int32 (saturating).
+      mu: the momentum ``m`` (an EMA of the gradients), like the params, in ``mu_dtype``.
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+
+
+def _signum_leaf(g, m_prev, beta):
+    """One leaf of Signum: the new momentum and its sign (in the gradient's dtype)."""
+    cdt = dtypes.compute_dtype(g, m_prev)
+    beta_ = jnp.asarray(beta, cdt)
+    m = beta_ * m_prev.astype(cdt) + (1 - beta_) * g.astype(cdt)
+    return jnp.sign(m).astype(g.dtype), m.astype(m_prev.dtype)
+
+
+def scale_by_signum(
+    beta: jax.typing.ArrayLike = 0.9, *, mu_dtype: Any | None = None
+) -> optax.GradientTransformationExtraArgs:
+    """Replaces each update by the sign of its exponential moving average (Signum).
+
+    .. math::
+
+      m_t = \\beta m_{t-1} + (1 - \\beta) g_t, \\quad m_0 = 0, \\qquad
+      u_t = \\operatorname{sign}(m_t).
+
+    No bias correction: it would rescale ``m_t`` by a positive number and leave
+    the sign unchanged. ``beta = 0`` is signSGD (with a state that is not used).
+
+    Args:
+      beta: decay rate of the momentum, in [0, 1).
+      mu_dtype: dtype of ``mu``; None keeps each parameter's dtype.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`ScaleBySignumState`.
+
+    Examples:
+      The direction is the sign of the momentum, not of the current gradient: a
+      single opposite gradient does not flip it while the average still points
+      the other way.
+
+      >>> import jax.numpy as jnp, gdtx
+      >>> tx = gdtx.scale_by_signum(beta=0.9)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> u, state = tx.update(jnp.array([1.0, -1.0]), state)
+      >>> print(u, state.mu)
+      [ 1. -1.] [ 0.1 -0.1]
+      >>> u, state = tx.update(jnp.array([-0.5, -1.0]), state)
+      >>> print(u)
+      [ 1. -1.]
+
+    References:
+      Bernstein et al., `signSGD: Compressed Optimisation for Non-Convex Problems
+      <https://arxiv.org/abs/1802.04434>`_, ICML 2018 (Algorithm 2, Signum).
+      Official code: https://github.com/jxbz/signSGD; reference implementation
+      checked here: ``pytorch-optimizer`` 4.1.0 ``SignSGD(momentum=beta)``.
+    """
+    owner = "gdtx.scale_by_signum"
+    validation.check_decay(owner, "beta", beta)
+    validation.check_dtype(owner, "mu_dtype", mu_dtype)
+    mu_dtype = dtypes.canonical_dtype(mu_dtype)
+
+    def init_fn(params):
+        return ScaleBySignumState(
+            count=jnp.zeros([], jnp.int32), mu=dtypes.zeros_like_params(params, mu_dtype)
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        validation.check_like_state(owner, updates, state.mu)
+        pairs = jax.tree.map(lambda g, m: _signum_leaf(g, m, beta), updates, state.mu)
+        new_updates, mu = unzip(pairs, updates, 2)
+        return new_updates, ScaleBySignumState(count=optax.safe_increment(state.count), mu=mu)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sign_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay_mode: str = "decoupled",
+    mask: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """signSGD: a step of exactly ``learning_rate`` against the sign of each coordinate.
+
+    .. math::
+
+      p_t = p_{t-1} (1 - \\eta_t \\lambda) - \\eta_t \\operatorname{sign}(g_t)
+
+    with ``\\eta_t`` the learning rate and ``\\lambda`` the (decoupled) weight decay,
+    as ``pytorch-optimizer``'s ``SignSGD(momentum=0)``; ``weight_decay_mode="l2"``
+    uses ``sign(g_t + \\lambda p_{t-1})`` instead (``weight_decouple=False`` there).
+
+    Args:
+      learning_rate: a float or an optax schedule.
+      weight_decay: decay strength (a float or a schedule), >= 0.
+      weight_decay_mode: ``"decoupled"`` (the reference's default) or ``"l2"``.
+      mask: which parameters decay: a tree of booleans like the params, or a
+        callable returning one (as in ``optax.add_decayed_weights``).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Examples:
+      Every coordinate moves by exactly the learning rate:
+
+      >>> import jax, jax.numpy as jnp, optax, gdtx
+      >>> def f(x): return jnp.sum(x**2) + 1e-3 * jnp.sum(x)
+      >>> solver = gdtx.sign_sgd(learning_rate=0.25)
+      >>> params = jnp.array([1.0, -2.0, 3.0])
+      >>> state = solver.init(params)
+      >>> for step in range(3):
+      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
+      ...     params = optax.apply_updates(params, updates)
+      ...     print(updates, f"objective {f(params):.4f}")
+      [-0.25  0.25 -0.25] objective 11.1892
+      [-0.25  0.25 -0.25] objective 8.7515
+      [-0.25  0.25 -0.25] objective 6.6887
+
+    References:
+      Bernstein et al., `signSGD: Compressed Optimisation for Non-Convex Problems
+      <https://arxiv.org/abs/1802.04434>`_, ICML 2018.
+      Official code: https://github.com/jxbz/signSGD
+    """
+    owner = "gdtx.sign_sgd"
+    validation.check_choice(owner, "weight_decay_mode", weight_decay_mode, _SIGN_WEIGHT_DECAY_MODES)
+    return chain_with_weight_decay(
+        scale_by_sign(),
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        weight_decay_mode=weight_decay_mode,
+        mask=mask,
+        owner=owner,
+    )
+
+
+def signum(
+    learning_rate: optax.ScalarOrSchedule,
+    beta: jax.typing.ArrayLike = 0.9,
+    *,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay_mode: str = "decoupled",
+    mask: Any | None = None,
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Signum: signSGD on an exponential moving average of the gradients.
+
+    .. math::
+
+      m_t = \\beta m_{t-1} + (1 - \\beta) g_t, \\qquad
+      p_t = p_{t-1} (1 - \\eta_t \\lambda) - \\eta_t \\operatorname{sign}(m_t),
+
+    as ``pytorch-optimizer``'s ``SignSGD(momentum=beta)`` (decoupled decay, its
+    default); ``weight_decay_mode="l2"`` adds ``\\lambda p_{t-1}`` to ``g_t``
+    before the momentum (``weight_decouple=False`` there).
+
+    Args:
+      learning_rate: a float or an optax schedule.
+      beta: decay rate of the momentum, in [0, 1).
+      weight_decay: decay strength (a float or a schedule), >= 0.
+      weight_decay_mode: ``"decoupled"`` (the reference's default) or ``"l2"``.
+      mask: which parameters decay: a tree of booleans like the params, or a
+        callable returning one (as in ``optax.add_decayed_weights``).
+      mu_dtype: dtype of the momentum; None keeps the parameters' dtype.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, gdtx
+      >>> def f(x): return jnp.sum(x**2)
+      >>> solver = gdtx.signum(learning_rate=0.05)
+      >>> params = jnp.array([1.0, -2.0, 3.0])
+      >>> state = solver.init(params)
+      >>> for step in range(100):
+      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
+      ...     params = optax.apply_updates(params, updates)
+      ...     if step % 25 == 0:
+      ...         print(f"step {step:3d}  objective {f(params):.2e}")
+      step   0  objective 1.34e+01
+      step  25  objective 3.47e+00
+      step  50  objective 3.48e-01
+      step  75  objective 2.00e-02
+
+    References:
+      Bernstein et al., `signSGD: Compressed Optimisation for Non-Convex Problems
+      <https://arxiv.org/abs/1802.04434>`_, ICML 2018 (Algorithm 2).
+      Official code: https://github.com/jxbz/signSGD; reference implementation
+      checked here: ``pytorch-optimizer`` 4.1.0 ``SignSGD``.
+    """
+    owner = "gdtx.signum"
+    validation.check_decay(owner, "beta", beta)
+    validation.check_dtype(owner, "mu_dtype", mu_dtype)
+    validation.check_choice(owner, "weight_decay_mode", weight_decay_mode, _SIGN_WEIGHT_DECAY_MODES)
+    return chain_with_weight_decay(
+        scale_by_signum(beta, mu_dtype=mu_dtype),
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        weight_decay_mode=weight_decay_mode,
+        mask=mask,
+        owner=owner,
+    )
+
+
+class SignumVoteState(NamedTuple):
+    """State of :func:`signum_vote`.
+
+    Attributes:
+      count: number of updates so far, shape ``()``, int32 (saturating); the same
+        on every device.
+      mu: this worker's momentum, per device: each leaf has a leading device
+        dimension, of length one inside ``jax.shard_map`` (``N`` outside, sharded
+        ``P(axis_name)``; :func:`gdtx.per_device_specs` builds the specs).
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+
+    per_device_fields = ("mu",)
+
+
+def _scale_by_signum_vote(owner, beta, axis_name, wire, mu_dtype):
+    vote = majority_vote(axis_name, wire=wire)
+
+    def init_fn(params):
+        zeros = dtypes.zeros_like_params(params, mu_dtype)
+        return SignumVoteState(count=jnp.zeros([], jnp.int32), mu=jax.tree.map(_add_device, zeros))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        local_mu = jax.tree.map(lambda m: _local(owner, m), state.mu)
+        validation.check_like_state(owner, updates, local_mu)
+        pairs = jax.tree.map(lambda g, m: _signum_leaf(g, m, beta), updates, local_mu)
+        signs, mu = unzip(pairs, updates, 2)
+        voted, _ = vote.update(signs, vote.init(signs))
+        new_state = SignumVoteState(
+            count=optax.safe_increment(state.count), mu=jax.tree.map(_add_device, mu)
+        )
+        return voted, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _add_device(x):
+    return x[None]
+
+
+def _local(owner, m):
+    if m.ndim == 0 or m.shape[0] != 1:
+        raise ValueError(
+            f"{owner}: the per-device momentum has shape {m.shape}, but inside the "
+            "collective each device must see a leading device dimension of length 1. "
+            "Initialise and carry the state through jax.shard_map with "
+            "gdtx.per_device_specs(state, axis_name) as its in/out specs."
+        )
+    return m[0]
+
+
+def signum_vote(
+    learning_rate: optax.ScalarOrSchedule,
+    beta: jax.typing.ArrayLike = 0.9,
+    *,
+    axis_name: str | tuple[str, ...],
+    wire: str = "auto",
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    mask: Any | None = None,
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Signum with majority vote: each worker votes with the sign of its own momentum.
+
+    With ``N`` workers along ``axis_name``, worker ``k`` keeps its own momentum
+    on its own gradients and every worker applies the voted sign:
+
+    .. math::
+
+      m^{(k)}_t = \\beta m^{(k)}_{t-1} + (1 - \\beta) g^{(k)}_t, \\qquad
+      p_t = p_{t-1} (1 - \\eta_t \\lambda)
+        - \\eta_t \\operatorname{sign}\\Big(\\sum_k \\operatorname{sign}(m^{(k)}_t)\\Big),
+
+    so the parameters stay identical on every worker while only signs cross the
+    wire (see :func:`gdtx.majority_vote` for the ``wire`` modes; a tie gives 0).
+    With one worker it is :func:`signum` (with decoupled weight decay).
+
+    The momentum differs from worker to worker, so it is **per-device state**:
+    every leaf of ``state.mu`` has a leading device dimension, of length one as
+    seen inside ``jax.shard_map`` and ``N`` outside, where it is sharded
+    ``P(axis_name)``. Initialise the state inside the ``shard_map`` too and pass
+    :func:`gdtx.per_device_specs` of it as in/out specs (the guide
+    ``docs/guides/data_parallel.md`` shows the whole step). A state that reaches
+    ``update`` with another leading length raises a ``ValueError``, and a
+    momentum declared replicated (``P()``) fails shard_map's replication check:
+    it is never silently replicated.
+
+    Args:
+      learning_rate: a float or an optax schedule.
+      beta: decay rate of each worker's momentum, in [0, 1).
+      axis_name: the mesh axis (or tuple of axes) of the workers.
+      wire: how the signs travel: ``"auto"``, ``"packed"``, ``"bits"``, ``"int8"``,
+        ``"int16"`` or ``"int32"`` (see :func:`gdtx.majority_vote`).
+      weight_decay: decoupled decay strength (a float or a schedule), >= 0,
+        applied after the vote: ``p <- p (1 - lr wd) - lr u``.
+      mask: which parameters decay: a tree of booleans like the params, or a
+        callable returning one (as in ``optax.add_decayed_weights``).
+      mu_dtype: dtype of the momentum; None keeps the parameters' dtype.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose ``update`` must run where
+      ``axis_name`` is bound.
+
+    Examples:
+      Three workers under ``jax.vmap`` (any binding of the axis works). In the
+      second step every worker's gradient is negative, so signSGD would vote
+      down, but two of the three momenta are still positive and win the vote:
+
+      >>> import jax, jax.numpy as jnp, gdtx
+      >>> tx = gdtx.signum_vote(1.0, beta=0.5, axis_name="workers")
+      >>> params = jnp.zeros(1)
+      >>> state = jax.vmap(tx.init, in_axes=None, axis_size=3)(params)
+      >>> step = jax.vmap(tx.update, in_axes=(0, 0, None), axis_name="workers")
+      >>> updates, state = step(jnp.array([[1.0], [1.0], [-1.0]]), state, params)
+      >>> print(-updates.ravel())
+      [1. 1. 1.]
+      >>> updates, state = step(jnp.array([[-0.2], [-0.2], [-1.0]]), state, params)
+      >>> print(-updates.ravel(), state[0].mu.ravel())
+      [1. 1. 1.] [ 0.15  0.15 -0.75]
+
+    References:
+      Bernstein et al., `signSGD with Majority Vote is Communication Efficient and
+      Fault Tolerant <https://arxiv.org/abs/1810.05291>`_, ICLR 2019 (Algorithm 1).
+      Official code: https://github.com/jxbz/signSGD
+    """
+    owner = "gdtx.signum_vote"
+    validation.check_decay(owner, "beta", beta)
+    validation.check_dtype(owner, "mu_dtype", mu_dtype)
+    validation.check_choice(owner, "wire", wire, WIRE_MODES)
+    direction = _scale_by_signum_vote(
+        owner, beta, axis_name, wire, dtypes.canonical_dtype(mu_dtype)
+    )
+    return chain_with_weight_decay(
+        direction,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        weight_decay_mode="decoupled",
+        mask=mask,
+        owner=owner,
+    )

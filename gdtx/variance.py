@@ -1,0 +1,570 @@
+"""Variance adaptation: M-SVAG, SVAG and M-SSD (Balles & Hennig, "Dissecting Adam").
+
+The family's contract. Adam's direction ``m / sqrt(v)`` is, per coordinate, the
+sign of the mean gradient times a factor that shrinks with the gradient's
+*relative variance*. Balles & Hennig take the two apart:
+
+- **M-SSD** keeps only the sign, of an exponential moving average ``m`` of the
+  gradient: ``u = sign(m)``;
+- **(M-)SVAG** keeps the magnitude of SGD and multiplies each coordinate by a
+  variance-adaptation factor in ``[0, 1]``,
+
+  .. math::
+
+    \\gamma = \\frac{\\mu^2}{\\mu^2 + \\sigma^2},
+
+  the factor that minimises the expected squared distance of ``\\gamma g`` from
+  the true gradient ``\\mu`` when ``g`` has variance ``\\sigma^2``.
+
+M-SVAG estimates ``\\mu`` and ``\\sigma^2`` from moving averages of ``g`` and
+``g^2``; SVAG takes the variance of the mini-batch gradient from the caller
+(usually from per-example gradients, see :func:`batch_mean_and_variance`).
+
+Conventions, checked in ``tests/reference`` against float64 trajectories of
+``pytorch-optimizer`` 4.1.0 (``MSVAG``, whose bias correction was fixed in that
+release) and against the authors' TensorFlow code (``lballes/msvag``):
+
+- one ``beta`` for both moments, both bias-corrected by ``1 - beta^t``;
+- ``rho_t = (1 - beta)(1 + beta^t) / ((1 + beta)(1 - beta^t))``, the variance of
+  the bias-corrected average of ``t`` i.i.d. gradients relative to that of one,
+  clipped to at most ``0.9999`` as ``pytorch-optimizer`` does (the authors clip to
+  ``0.999``; it only matters at ``t = 1``, see :func:`scale_by_msvag`);
+- ``gamma`` is clipped to ``[0, 1]`` and a ``0/0`` (a coordinate whose gradient
+  has always been exactly zero) gives ``gamma = 0``;
+- the state names the moments ``mu`` and ``nu`` as optax does;
+- parameters must be real (``g * g`` is not ``|g|^2`` for complex ``g``): a complex
+  leaf raises a ``TypeError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax.experimental import aggregating
+
+from gdtx._core import dtypes, extra_args, validation
+from gdtx._core.trees import unzip
+from gdtx._core.weight_decay import chain_with_weight_decay
+from gdtx.sign import scale_by_signum
+
+# The authors clip rho to 0.999, pytorch-optimizer 4.1 to 0.9999. Only t = 1 is
+# affected (rho_1 = 1, rho_2 = 1/2 for beta = 0.9 and smaller for larger t).
+_RHO_MAX = 0.9999
+
+
+def _check_real(owner: str, updates: Any) -> None:
+    # g * g of a complex gradient is not |g|^2: refuse rather than be silently wrong.
+    for leaf in jax.tree.leaves(updates):
+        if jnp.iscomplexobj(leaf):
+            raise TypeError(f"{owner} supports real parameters only, got a {leaf.dtype} leaf.")
+
+
+def _variance_factor(mean_sq: jax.Array, variance: jax.Array) -> jax.Array:
+    """``clip(m^2 / (m^2 + var), 0, 1)`` with ``0/0 -> 0``."""
+    gamma = jnp.clip(mean_sq / (mean_sq + variance), 0.0, 1.0)
+    # NaN only arises from 0/0 (m = var = 0): no signal, no step.
+    return jnp.where(jnp.isnan(gamma), jnp.zeros_like(gamma), gamma)
+
+
+def _msvag_leaf(m, v, count, beta, cdt):
+    """Returns ``(m_hat, gamma)`` of one leaf from the stored moments ``m``, ``v``."""
+    beta = jnp.asarray(beta, cdt)
+    t = jnp.asarray(count, cdt)
+    beta_t = beta**t
+    bc = 1 - beta_t
+    m_hat = m.astype(cdt) / bc
+    v_hat = v.astype(cdt) / bc
+    rho = jnp.minimum((1 - beta) * (1 + beta_t) / ((1 + beta) * bc), _RHO_MAX)
+    mean_sq = m_hat * m_hat
+    s = (v_hat - mean_sq) / (1 - rho)
+    # At t = 1, v_hat - m_hat^2 is exactly 0 in exact arithmetic (one sample has no
+    # spread); its rounding error would be amplified by 1 / (1 - rho) = 1e4 and
+    # bend the first float32 step by up to ~1e-3. Take the exact value instead.
+    s = jnp.where(count <= 1, jnp.zeros_like(s), s)
+    return m_hat, _variance_factor(mean_sq, rho * s)
+
+
+class ScaleByMsvagState(NamedTuple):
+    """State of :func:`scale_by_msvag`.
+
+    Attributes:
+      count: number of updates so far, shape ``()``, int32 (saturating).
+      mu: moving average of the gradient (not bias-corrected), in ``mu_dtype``.
+      nu: moving average of the squared gradient (not bias-corrected), in ``nu_dtype``.
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+def scale_by_msvag(
+    beta: jax.typing.ArrayLike = 0.9,
+    *,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Momentum with per-coordinate variance adaptation (M-SVAG's direction).
+
+    With ``m_t = beta m_{t-1} + (1 - beta) g_t`` and ``v_t = beta v_{t-1} + (1 - beta) g_t^2``
+    (one ``beta`` for both), ``bc = 1 - beta^t`` and
+
+    .. math::
+
+      \\hat m = m_t / bc, \\quad \\hat v = v_t / bc, \\quad
+      \\rho_t = \\min\\Big(\\frac{(1 - \\beta)(1 + \\beta^t)}{(1 + \\beta)(1 - \\beta^t)},
+      0.9999\\Big), \\quad
+      s_t = \\frac{\\hat v - \\hat m^2}{1 - \\rho_t}, \\\\
+      \\gamma_t = \\mathrm{clip}\\Big(\\frac{\\hat m^2}{\\hat m^2 + \\rho_t s_t}, 0, 1\\Big),
+      \\qquad u_t = \\gamma_t \\hat m,
+
+    with ``0/0 -> gamma = 0``. ``s_t`` is an unbiased estimate of the gradient's
+    variance ``sigma^2``, and ``rho_t s_t`` one of the variance of ``m_hat`` itself:
+    the factor adapts to the noise of the averaged direction it multiplies, so for
+    a stationary gradient with mean ``mu`` it targets
+    ``mu^2 / (mu^2 + rho_inf sigma^2)``, ``rho_inf = (1 - beta) / (1 + beta)``. Log it
+    with :func:`msvag_gamma`.
+
+    .. warning::
+      At ``t = 1`` gdtx sets ``s_1 = 0``, its exact value (one gradient has no
+      spread), where the references compute ``(v_hat - m_hat^2) / (1 - 0.9999)``
+      from rounded moments: that differs from 0 by rounding only (about 1e-12 of
+      the step in float64, up to 1e-3 in float32).
+
+    Args:
+      beta: decay rate of both moving averages, in [0, 1).
+      mu_dtype: dtype of ``mu``; None keeps each parameter's dtype.
+      nu_dtype: dtype of ``nu``; None keeps each parameter's dtype.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`ScaleByMsvagState`.
+
+    Examples:
+      A constant gradient has no variance, so ``gamma = 1`` and the direction is
+      the gradient itself, whatever its scale:
+
+      >>> import jax.numpy as jnp, gdtx
+      >>> tx = gdtx.scale_by_msvag()
+      >>> grads = jnp.array([1e-3, -2.0, 50.0])
+      >>> state = tx.init(grads)
+      >>> for _ in range(3):
+      ...     updates, state = tx.update(grads, state)
+      >>> print((updates / grads).round(6), gdtx.msvag_gamma(state).round(6))
+      [1. 1. 1.] [1. 1. 1.]
+
+    References:
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, ICML 2018
+      (Algorithm 2). Official code: https://github.com/lballes/msvag
+      (``MSVAGOptimizer``); also ``pytorch-optimizer`` >= 4.1.0 (``MSVAG``).
+    """
+    owner = "gdtx.scale_by_msvag"
+    _validate_msvag(owner, beta, mu_dtype, nu_dtype)
+    mu_dtype = dtypes.canonical_dtype(mu_dtype)
+    nu_dtype = dtypes.canonical_dtype(nu_dtype)
+
+    def init_fn(params):
+        return ScaleByMsvagState(
+            count=jnp.zeros([], jnp.int32),
+            mu=dtypes.zeros_like_params(params, mu_dtype),
+            nu=dtypes.zeros_like_params(params, nu_dtype),
+        )
+
+    def leaf_update(g, m_prev, v_prev, count):
+        cdt = dtypes.compute_dtype(g, m_prev, v_prev)
+        beta_ = jnp.asarray(beta, cdt)
+        g_c = g.astype(cdt)
+        m = beta_ * m_prev.astype(cdt) + (1 - beta_) * g_c
+        v = beta_ * v_prev.astype(cdt) + (1 - beta_) * g_c * g_c
+        m_hat, gamma = _msvag_leaf(m, v, count, beta_, cdt)
+        return (gamma * m_hat).astype(g.dtype), m.astype(m_prev.dtype), v.astype(v_prev.dtype)
+
+    def update_fn(updates, state, params=None, **extra):
+        del params, extra
+        validation.check_like_state(owner, updates, state.mu)
+        _check_real(owner, updates)
+        count = optax.safe_increment(state.count)
+        out = jax.tree.map(lambda g, m, v: leaf_update(g, m, v, count), updates, state.mu, state.nu)
+        new_updates, mu, nu = unzip(out, updates, 3)
+        return new_updates, ScaleByMsvagState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def msvag_gamma(state: Any, beta: jax.typing.ArrayLike = 0.9) -> optax.Updates:
+    """The variance-adaptation factor ``gamma_t`` of the last M-SVAG step, for logging.
+
+    Recomputed from the moments and the count in the state with the same code as
+    the update, so it is exactly the factor that scaled ``m_hat``.
+
+    Args:
+      state: a :class:`ScaleByMsvagState`, or any optimizer state containing one
+        (e.g. the state of :func:`msvag`, found with ``optax.tree.get``).
+      beta: the ``beta`` the transformation was built with.
+
+    Returns:
+      A tree like the parameters with ``gamma_t`` in ``[0, 1]`` (float32 or wider);
+      all zeros before the first step.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, gdtx
+      >>> tx = gdtx.msvag(learning_rate=0.1)
+      >>> noise = jax.random.normal(jax.random.key(0), (100, 2))
+      >>> params = jnp.zeros(2)
+      >>> state, update = tx.init(params), jax.jit(tx.update)
+      >>> for n in noise:  # coordinate 0: signal 1, noise 1; coordinate 1: pure noise
+      ...     _, state = update(jnp.array([1.0, 0.0]) + n, state, params)
+      >>> print(gdtx.msvag_gamma(state) > 0.5)
+      [ True False]
+
+    References:
+      Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, ICML 2018.
+    """
+    inner = state if isinstance(state, ScaleByMsvagState) else None
+    if inner is None:
+        inner = optax.tree.get(state, "ScaleByMsvagState", None)
+    if inner is None:
+        raise ValueError("gdtx.msvag_gamma: the state contains no ScaleByMsvagState.")
+    validation.check_decay("gdtx.msvag_gamma", "beta", beta)
+
+    def leaf(m, v):
+        cdt = dtypes.compute_dtype(m, v)
+        return _msvag_leaf(m, v, inner.count, beta, cdt)[1]
+
+    return jax.tree.map(leaf, inner.mu, inner.nu)
+
+
+def _validate_msvag(owner: str, beta: Any, mu_dtype: Any, nu_dtype: Any) -> None:
+    validation.check_decay(owner, "beta", beta)
+    validation.check_dtype(owner, "mu_dtype", mu_dtype)
+    validation.check_dtype(owner, "nu_dtype", nu_dtype)
+
+
+def msvag(
+    learning_rate: optax.ScalarOrSchedule,
+    beta: jax.typing.ArrayLike = 0.9,
+    *,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay_mode: str = "decoupled",
+    mask: Any | None = None,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """The M-SVAG optimizer: momentum SGD with variance adaptation.
+
+    ``scale_by_msvag(beta)`` + weight decay + ``scale_by_learning_rate(lr)``: the step
+    is ``p <- p - lr gamma_t m_hat_t`` (see :func:`scale_by_msvag`). Neither reference
+    has weight decay; ``weight_decay_mode`` places it as in every gdtx alias
+    (``"decoupled"``: ``p <- p (1 - lr wd) - lr u``; ``"fixed"``; ``"l2"``, which adds
+    ``wd p`` to the gradient before the moments).
+
+    Args:
+      learning_rate: a float or an optax schedule.
+      beta: decay rate of both moving averages, in [0, 1).
+      weight_decay: decay strength (a float or a schedule), >= 0.
+      weight_decay_mode: ``"decoupled"``, ``"fixed"`` or ``"l2"``.
+      mask: which parameters decay: a tree of booleans like the params, or a
+        callable returning one (as in ``optax.add_decayed_weights``).
+      mu_dtype: dtype of the gradient average; None keeps the parameters' dtype.
+      nu_dtype: dtype of the squared-gradient average; None keeps the parameters' dtype.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax, gdtx
+      >>> def f(x): return jnp.sum(x**2)
+      >>> solver = gdtx.msvag(learning_rate=0.1)
+      >>> params = jnp.array([1.0, -2.0, 3.0])
+      >>> state = solver.init(params)
+      >>> for step in range(100):
+      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
+      ...     params = optax.apply_updates(params, updates)
+      ...     if step % 25 == 0:
+      ...         print(f"step {step:3d}  objective {f(params):.2e}")
+      step   0  objective 8.96e+00
+      step  25  objective 1.03e-01
+      step  50  objective 1.19e-02
+      step  75  objective 1.13e-03
+
+    References:
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, ICML 2018.
+      Official code: https://github.com/lballes/msvag; ``pytorch-optimizer`` >= 4.1.0.
+    """
+    owner = "gdtx.msvag"
+    _validate_msvag(owner, beta, mu_dtype, nu_dtype)
+    return chain_with_weight_decay(
+        scale_by_msvag(beta, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        weight_decay_mode=weight_decay_mode,
+        mask=mask,
+        owner=owner,
+    )
+
+
+def m_ssd(
+    learning_rate: optax.ScalarOrSchedule,
+    beta: jax.typing.ArrayLike = 0.9,
+    *,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay_mode: str = "decoupled",
+    mask: Any | None = None,
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """M-SSD: stochastic sign descent with momentum, the sign half of Adam.
+
+    .. math::
+
+      \\tilde m_t = \\beta \\tilde m_{t-1} + (1 - \\beta) g_t, \\quad \\tilde m_0 = 0,
+      \\qquad p_t = p_{t-1} - \\eta_t \\operatorname{sign}(\\tilde m_t).
+
+    This is exactly Signum with an exponential-moving-average momentum, so it *is*
+    :func:`gdtx.scale_by_signum` (``gdtx.sign``) + weight decay + learning rate, and
+    with ``weight_decay_mode`` ``"decoupled"`` or ``"l2"`` it is step for step
+    :func:`gdtx.signum`. The paper's Algorithm 1 does not bias-correct ``m``, and
+    ``sign(m / (1 - beta^t)) = sign(m)`` would make it irrelevant anyway. It is the
+    counterpart of :func:`msvag`: same momentum, sign instead of variance adaptation.
+    Neither paper algorithm has weight decay; it is placed as in every gdtx alias
+    (``"fixed"`` is accepted too).
+
+    Args:
+      learning_rate: a float or an optax schedule.
+      beta: decay rate of the momentum, in [0, 1).
+      weight_decay: decay strength (a float or a schedule), >= 0.
+      weight_decay_mode: ``"decoupled"``, ``"fixed"`` or ``"l2"``.
+      mask: which parameters decay: a tree of booleans like the params, or a
+        callable returning one (as in ``optax.add_decayed_weights``).
+      mu_dtype: dtype of the momentum; None keeps the parameters' dtype.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` (its direction's state is a
+      ``gdtx.sign.ScaleBySignumState``).
+
+    Examples:
+      Every coordinate moves by exactly the learning rate, whatever the
+      gradient's scale:
+
+      >>> import jax.numpy as jnp, optax, gdtx
+      >>> solver = gdtx.m_ssd(learning_rate=0.1)
+      >>> params = jnp.array([1.0, -2.0, 3.0])
+      >>> grads = jnp.array([1e-4, -5.0, 300.0])
+      >>> updates, _ = solver.update(grads, solver.init(params), params)
+      >>> print(updates)
+      [-0.1  0.1 -0.1]
+
+    References:
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, ICML 2018
+      (Algorithm 1). The authors released no M-SSD code (``lballes/msvag`` has
+      M-SVAG and SVAG only).
+    """
+    owner = "gdtx.m_ssd"
+    validation.check_decay(owner, "beta", beta)
+    validation.check_dtype(owner, "mu_dtype", mu_dtype)
+    return chain_with_weight_decay(
+        scale_by_signum(beta, mu_dtype=mu_dtype),
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        weight_decay_mode=weight_decay_mode,
+        mask=mask,
+        owner=owner,
+    )
+
+
+# --- SVAG with the mini-batch variance ------------------------------------------------
+
+
+class ScaleBySvagState(NamedTuple):
+    """State of :func:`scale_by_svag`.
+
+    Attributes:
+      count: number of updates so far, shape ``()``, int32 (saturating).
+    """
+
+    count: jax.Array
+
+
+def scale_by_svag() -> optax.GradientTransformationExtraArgs:
+    """Variance-adapted gradient from the mini-batch variance (SVAG).
+
+    With ``g`` the mini-batch gradient and ``grad_variance`` the variance *of that
+    mean* (the per-example unbiased variance divided by the batch size ``B``; see
+    :func:`batch_mean_and_variance`), the direction is
+
+    .. math::
+
+      \\gamma = \\mathrm{clip}\\Big(\\frac{g^2}{g^2 + \\mathrm{grad\\_variance}}, 0, 1\\Big),
+      \\qquad u = \\gamma g,
+
+    with ``0/0 -> gamma = 0``. This is the paper's SVAG with the per-example
+    variance estimate it uses where one is available; the factor can be logged
+    as ``g**2 / (g**2 + grad_variance)`` from the same two inputs. The extra argument
+    ``grad_variance`` is required: ``update(grads, state, params, grad_variance=...)``.
+
+    .. warning::
+      The authors' ``SVAGOptimizer`` is a different estimator: it takes the
+      variance from moving averages of ``g`` and ``g^2`` (as M-SVAG does) and
+      multiplies the current ``g``. gdtx implements the mini-batch form only.
+
+    Args:
+      This transformation takes no hyperparameters.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`ScaleBySvagState`
+      that declares the required extra argument ``grad_variance`` (a tree like the
+      gradients).
+
+    Examples:
+      With the exact variance ``sigma^2 / B`` of the batch mean, the factor is
+      exactly ``mu^2 / (mu^2 + sigma^2 / B)``:
+
+      >>> import jax.numpy as jnp, gdtx
+      >>> tx = gdtx.scale_by_svag()
+      >>> mu, sigma2, B = jnp.array([2.0, 1.0, 0.0]), 4.0, 4
+      >>> updates, _ = tx.update(mu, tx.init(mu), grad_variance=jnp.full(3, sigma2 / B))
+      >>> print(updates / jnp.where(mu == 0, 1, mu))  # gamma: 4/5, 1/2, and 0 for no signal
+      [0.8 0.5 0. ]
+
+    References:
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, ICML 2018
+      (Section 4, variance adaptation with mini-batch variance estimates).
+      Official code (moving-average SVAG): https://github.com/lballes/msvag
+    """
+    owner = "gdtx.scale_by_svag"
+
+    def init_fn(params):
+        del params
+        return ScaleBySvagState(count=jnp.zeros([], jnp.int32))
+
+    def leaf_update(g, var):
+        cdt = dtypes.compute_dtype(g, var)
+        g_c = g.astype(cdt)
+        gamma = _variance_factor(g_c * g_c, var.astype(cdt))
+        return (gamma * g_c).astype(g.dtype)
+
+    def update_fn(updates, state, params=None, **extra):
+        del params
+        (grad_variance,) = extra_args.get_required(owner, extra, ["grad_variance"])
+        validation.check_like_state(owner, grad_variance, updates, what="grad_variance")
+        _check_real(owner, updates)
+        new_updates = jax.tree.map(leaf_update, updates, grad_variance)
+        return new_updates, ScaleBySvagState(count=optax.safe_increment(state.count))
+
+    return extra_args.declare(
+        optax.GradientTransformationExtraArgs(init_fn, update_fn), ["grad_variance"]
+    )
+
+
+def svag(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay_mode: str = "decoupled",
+    mask: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """The SVAG optimizer with the mini-batch variance: ``p <- p - lr gamma g``.
+
+    ``scale_by_svag()`` + weight decay + ``scale_by_learning_rate(lr)``; it requires
+    the extra argument ``grad_variance`` (see :func:`scale_by_svag`), which
+    :func:`gdtx.required_extra_args` reports.
+
+    Args:
+      learning_rate: a float or an optax schedule.
+      weight_decay: decay strength (a float or a schedule), >= 0.
+      weight_decay_mode: ``"decoupled"``, ``"fixed"`` or ``"l2"``.
+      mask: which parameters decay, as in ``optax.add_decayed_weights``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Examples:
+      Least squares from per-example gradients: the batch mean and the variance of
+      that mean come from one ``vmap`` of ``grad``:
+
+      >>> import jax, jax.numpy as jnp, optax, gdtx
+      >>> x = jax.random.normal(jax.random.key(0), (64, 3))
+      >>> y = x @ jnp.array([1.0, -2.0, 0.5]) + 0.1 * jax.random.normal(jax.random.key(1), (64,))
+      >>> def loss(w, xi, yi): return 0.5 * (xi @ w - yi) ** 2
+      >>> per_example_grad = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))
+      >>> solver = gdtx.svag(learning_rate=0.5)
+      >>> @jax.jit
+      ... def step(w, state):
+      ...     grads, grad_variance = gdtx.batch_mean_and_variance(per_example_grad(w, x, y))
+      ...     updates, state = solver.update(grads, state, w, grad_variance=grad_variance)
+      ...     return optax.apply_updates(w, updates), state
+      >>> w = jnp.zeros(3)
+      >>> state = solver.init(w)
+      >>> for _ in range(200):
+      ...     w, state = step(w, state)
+      >>> print(w.round(1))
+      [ 1.  -2.   0.5]
+
+    References:
+      Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, ICML 2018.
+    """
+    return chain_with_weight_decay(
+        scale_by_svag(),
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        weight_decay_mode=weight_decay_mode,
+        mask=mask,
+        owner="gdtx.svag",
+    )
+
+
+def batch_mean_and_variance(
+    per_example_grads: optax.Updates, axis: int = 0
+) -> tuple[optax.Updates, optax.Updates]:
+    """The mini-batch gradient and the variance of that mean, from per-example gradients.
+
+    With ``B`` per-example gradients ``g_b`` (stacked along ``axis``, e.g. from
+    ``jax.vmap(jax.grad(loss), in_axes=(None, 0))``), returns
+
+    .. math::
+
+      \\bar g = \\frac1B \\sum_b g_b, \\qquad
+      \\widehat{\\mathrm{Var}}[\\bar g] = \\frac{1}{B (B - 1)} \\sum_b (g_b - \\bar g)^2,
+
+    the unbiased per-example variance divided by ``B``: the ``grad_variance`` that
+    :func:`scale_by_svag` expects. The sum of squared deviations is optax's
+    ``optax.experimental.aggregating.get_per_element_mean_and_sum_sq_diff_grads``
+    (two-pass, so no cancellation).
+
+    Args:
+      per_example_grads: a tree of arrays with the batch along ``axis``.
+      axis: the batch axis (static), the same for every leaf.
+
+    Returns:
+      ``(mean, variance_of_mean)``, two trees shaped like one gradient.
+
+    Raises:
+      ValueError: if the batch has fewer than two examples (no variance estimate).
+
+    Examples:
+      >>> import jax.numpy as jnp, gdtx
+      >>> per_example = {"w": jnp.array([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0], [6.0, 0.0]])}
+      >>> mean, var = gdtx.batch_mean_and_variance(per_example)
+      >>> print(mean["w"], var["w"])  # sample variance 14/3, divided by B = 4
+      [3. 0.] [1.1666666 0.       ]
+
+    References:
+      Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, ICML 2018
+      (Section 4); optax ``experimental.aggregating``.
+    """
+    aggregator = aggregating.get_per_element_mean_and_sum_sq_diff_grads(per_elt_axis=axis)
+    batch_size = aggregating.get_batch_size_from_per_elt_updates(per_example_grads, axis)
+    if batch_size < 2:
+        raise ValueError(
+            "gdtx.batch_mean_and_variance: the batch must have at least 2 examples along "
+            f"axis {axis}, got {batch_size}."
+        )
+    (mean, aux), _ = aggregator.update(per_example_grads, optax.EmptyState(), None)
+    scale = 1.0 / (batch_size * (batch_size - 1))
+    variance = jax.tree.map(lambda s: (s * scale).astype(s.dtype), aux["sum_sq_diff_grads"])
+    return mean, variance

@@ -1,0 +1,360 @@
+"""The sign majority vote on 8 simulated CPU devices (tests/conftest.py sets the count).
+
+- Every exact wire mode equals a NumPy majority vote (zeros abstain, ties give 0)
+  on random gradients with zeros, exact ties and leaves of awkward sizes; the
+  one-bit mode equals NumPy applying its documented zero rule.
+- The compiled HLO shows what crosses the wire: byte all-gathers of at most
+  sum(ceil(n/4)) (packed) or sum(ceil(n/8)) (bits) bytes per device, s8
+  all-reduces for int8, and no float collective in any mode.
+- Overflow is never silent: int8 raises above 127 devices and "auto" widens.
+- Two real processes on loopback vote like one process (subprocesses with a
+  timeout, in their own xdist group).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import gdtx
+from gdtx import distributed
+
+N_DEV = 8
+EXACT = ("packed", "int8", "int16", "int32", "auto")
+ALL_WIRES = EXACT + ("bits",)
+SHAPES = {"a": (37,), "b": (5, 3), "c": (), "d": (4, 8), "e": (0,), "f": (6, 7, 3)}
+
+
+def _mesh(n=N_DEV):
+    return jax.make_mesh((n,), ("data",), devices=jax.devices()[:n])
+
+
+def _random_grads(rng, n_dev=N_DEV, shapes=SHAPES):
+    """Per-device gradients (leading axis = device) with zeros and exact ties.
+
+    Values are drawn from {-2, -1, 0, 1, 2} * |noise| so that sums of signs hit 0
+    (ties) often and some coordinates are zero on every device.
+    """
+    grads = {}
+    for name, shape in shapes.items():
+        levels = rng.choice([-2.0, -1.0, 0.0, 0.0, 1.0, 2.0], size=(n_dev, *shape))
+        g = levels * (0.5 + rng.random((n_dev, *shape)))
+        flat = g.reshape(n_dev, -1)
+        if flat.shape[1] > 2:
+            flat[:, 0] = 0.0  # a coordinate no device moves
+            flat[:, 1] = np.where(np.arange(n_dev) % 2 == 0, 1.5, -0.25)  # an exact 4-4 tie
+        grads[name] = g.astype(np.float32)
+    grads["h"] = (rng.standard_normal((n_dev, 9)) * 3).astype(jnp.bfloat16)
+    return grads
+
+
+def numpy_vote(stacked):
+    """sign(sum_k sign(g_k)): zeros abstain, ties give 0."""
+    g = np.asarray(stacked, np.float64)
+    return np.sign(np.sign(g).sum(axis=0))
+
+
+def numpy_bits_vote(stacked):
+    """The one-bit rule of gdtx.majority_vote: zero votes up iff device + coordinate is even."""
+    g = np.asarray(stacked, np.float64)
+    n_dev = g.shape[0]
+    flat = g.reshape(n_dev, -1)
+    parity = (np.arange(n_dev)[:, None] + np.arange(flat.shape[1])[None, :]) % 2 == 0
+    up = (flat > 0) | ((flat == 0) & parity)
+    total = 2 * up.sum(axis=0) - n_dev
+    return np.sign(total).reshape(g.shape[1:])
+
+
+def _vote_fn(wire, mesh, out_spec=None):
+    out_spec = P("data") if out_spec is None else out_spec
+    tx = gdtx.majority_vote("data", wire=wire)
+
+    def body(g):
+        local = jax.tree.map(lambda x: x[0], g)
+        updates, _ = tx.update(local, tx.init(local))
+        return jax.tree.map(lambda u: u[None], updates) if out_spec == P("data") else updates
+
+    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("data"), out_specs=out_spec))
+
+
+def _shard(tree, mesh):
+    return jax.device_put(tree, NamedSharding(mesh, P("data")))
+
+
+# --- equivalence with NumPy ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("wire", EXACT)
+def test_exact_modes_equal_numpy_majority_vote(wire):
+    rng = np.random.default_rng(1)
+    mesh = _mesh()
+    grads = _random_grads(rng)
+    out = jax.device_get(_vote_fn(wire, mesh)(_shard(grads, mesh)))
+    ties = 0
+    for name, g in grads.items():
+        expected = numpy_vote(g)
+        ties += int(np.sum((expected == 0) & np.any(np.asarray(g, np.float32) != 0, axis=0)))
+        assert out[name].dtype == g.dtype, name
+        for device in range(N_DEV):  # every device applies the same vote
+            np.testing.assert_array_equal(np.asarray(out[name][device], np.float64), expected)
+    assert ties >= 10, "the test data must contain real ties"
+
+
+def test_bits_mode_equals_numpy_with_its_zero_rule():
+    rng = np.random.default_rng(2)
+    mesh = _mesh()
+    grads = _random_grads(rng)
+    out = jax.device_get(_vote_fn("bits", mesh)(_shard(grads, mesh)))
+    differs = 0
+    for name, g in grads.items():
+        expected = numpy_bits_vote(g)
+        differs += int(np.sum(expected != numpy_vote(g)))
+        for device in range(N_DEV):
+            np.testing.assert_array_equal(np.asarray(out[name][device], np.float64), expected)
+    assert differs > 0, "with zeros the one-bit rule must differ from abstention somewhere"
+
+
+@pytest.mark.parametrize("n_dev", [7, 8])
+def test_bits_zero_rule_on_coordinates_no_device_moves(n_dev):
+    # Even N: the zeros tie and the coordinate stays put. Odd N: it moves one
+    # step whose direction alternates along the coordinates (no drift).
+    mesh = _mesh(n_dev)
+    grads = {"w": np.zeros((n_dev, 6), np.float32)}
+    out = np.asarray(jax.device_get(_vote_fn("bits", mesh)(_shard(grads, mesh)))["w"][0])
+    expected = np.zeros(6) if n_dev % 2 == 0 else np.array([1, -1, 1, -1, 1, -1])
+    np.testing.assert_array_equal(out, expected)
+    exact = np.asarray(jax.device_get(_vote_fn("packed", mesh)(_shard(grads, mesh)))["w"][0])
+    np.testing.assert_array_equal(exact, np.zeros(6))
+
+
+@pytest.mark.parametrize("wire", ALL_WIRES)
+def test_vote_is_typed_replicated_under_shard_map(wire):
+    # out_specs=P() passes shard_map's replication check: the vote of a varying
+    # gradient is known to be the same on every device.
+    rng = np.random.default_rng(3)
+    mesh = _mesh()
+    grads = _random_grads(rng, shapes={"a": (13,)})
+    out = _vote_fn(wire, mesh, out_spec=P())(_shard(grads, mesh))
+    expected = numpy_bits_vote(grads["a"]) if wire == "bits" else numpy_vote(grads["a"])
+    np.testing.assert_array_equal(np.asarray(out["a"], np.float64), expected)
+
+
+def test_vote_works_under_vmap_and_nested_axes():
+    rng = np.random.default_rng(4)
+    grads = _random_grads(rng, n_dev=6, shapes={"a": (11,)})["a"]
+    for wire in ALL_WIRES:
+        tx = gdtx.majority_vote("w", wire=wire)
+        out = jax.vmap(lambda g: tx.update(g, tx.init(g))[0], axis_name="w")(grads)  # noqa: B023
+        expected = numpy_bits_vote(grads) if wire == "bits" else numpy_vote(grads)
+        np.testing.assert_array_equal(
+            np.asarray(out, np.float64), np.broadcast_to(expected, (6, 11))
+        )
+    # a tuple of mesh axes votes over their product
+    mesh = jax.make_mesh((2, 4), ("i", "j"))
+    grads8 = _random_grads(rng, shapes={"a": (11,)})["a"]
+    for wire in ALL_WIRES:
+        tx = gdtx.majority_vote(("i", "j"), wire=wire)
+        fn = jax.shard_map(
+            lambda g: tx.update(g[0], tx.init(g[0]))[0],  # noqa: B023
+            mesh=mesh,
+            in_specs=P(("i", "j")),
+            out_specs=P(),
+        )
+        out = jax.jit(fn)(jax.device_put(grads8, NamedSharding(mesh, P(("i", "j")))))
+        expected = numpy_bits_vote(grads8) if wire == "bits" else numpy_vote(grads8)
+        np.testing.assert_array_equal(np.asarray(out, np.float64), expected, err_msg=wire)
+
+
+# --- overflow is never silent --------------------------------------------------------
+
+
+def test_int8_raises_above_127_devices_and_auto_widens():
+    n_workers = 200  # every worker votes +1: an int8 sum would wrap to -56
+    grads = np.ones((n_workers, 5), np.float32)
+
+    def vote(wire):
+        tx = gdtx.majority_vote("w", wire=wire)
+        return jax.vmap(lambda g: tx.update(g, tx.init(g))[0], axis_name="w")(grads)
+
+    with pytest.raises(ValueError, match=r"wire='int8' overflows with 200 devices.*'int16'"):
+        vote("int8")
+    np.testing.assert_array_equal(np.asarray(vote("auto")), 1.0)
+    np.testing.assert_array_equal(np.asarray(vote("int16")), 1.0)
+    assert distributed.choose_wire(200, 1000) == "int16"
+    assert distributed.smallest_int_wire(127) == "int8"
+    assert distributed.smallest_int_wire(128) == "int16"
+    assert distributed.smallest_int_wire(40_000) == "int32"
+
+
+@pytest.mark.parametrize(
+    ("n_dev", "size", "expected"),
+    [
+        (1, 10, "packed"),  # nothing crosses the wire: a tie
+        (2, 1000, "packed"),
+        (4, 1001, "packed"),
+        (8, 1000, "packed"),  # (N-1) n/4 == 2 (N-1)/N n at N = 8: a tie goes to packed
+        (8, 1001, "int8"),  # the padding byte tips it
+        (9, 1000, "int8"),
+        (16, 1 << 20, "int8"),
+        (127, 1 << 20, "int8"),
+        (128, 1 << 20, "int16"),
+    ],
+)
+def test_auto_picks_the_fewest_bytes(n_dev, size, expected):
+    assert distributed.choose_wire(n_dev, size) == expected
+    exact = ["packed", distributed.smallest_int_wire(n_dev)]
+    costs = {w: distributed.wire_bytes(w, n_dev, size) for w in exact}
+    assert costs[expected] == min(costs.values())
+
+
+def test_wire_bytes_ratios_at_8_devices():
+    n = 1 << 20
+    f32 = distributed.wire_bytes("f32", 8, n)
+    assert distributed.wire_bytes("packed", 8, n) / f32 == pytest.approx(1 / 4)
+    assert distributed.wire_bytes("bits", 8, n) / f32 == pytest.approx(1 / 8)
+    assert distributed.wire_bytes("int8", 8, n) / f32 == pytest.approx(1 / 4)
+
+
+def test_invalid_wire_raises():
+    with pytest.raises(ValueError, match=r"gdtx\.majority_vote: `wire` must be one of .*'int4'"):
+        gdtx.majority_vote("data", wire="int4")
+
+
+def test_vote_needs_a_bound_axis():
+    tx = gdtx.majority_vote("data")
+    with pytest.raises(NameError, match="data"):
+        tx.update(jnp.ones(3), tx.init(jnp.ones(3)))
+
+
+# --- what crosses the wire: compiled HLO ----------------------------------------------
+
+
+_FLOATS = ("bf16", "f16", "f32", "f64", "c64", "c128")
+
+
+def _collectives(wire, shapes):
+    mesh = _mesh()
+    grads = {k: np.ones((N_DEV, *s), np.float32) for k, s in shapes.items()}
+    fn = _vote_fn(wire, mesh, out_spec=P())
+    return distributed.hlo_collectives(fn.lower(_shard(grads, mesh)).compile().as_text())
+
+
+@pytest.mark.parametrize("wire", ALL_WIRES)
+def test_hlo_shows_only_signs_on_the_wire(wire):
+    shapes = {"a": (1001,), "b": (37, 5), "c": (), "d": (64, 33)}
+    sizes = [math.prod(s) for s in shapes.values()]
+    found = _collectives(wire, shapes)
+    assert found, "no collective found: the parser or the vote is broken"
+    assert not [c for c in found if set(c.dtypes) & set(_FLOATS)], found
+    sent = sum(c.operand_bytes for c in found)
+    if wire in ("packed", "bits"):
+        per_byte = 4 if wire == "packed" else 8
+        assert {c.op.removesuffix("-start") for c in found} == {"all-gather"}, found
+        assert {c.dtypes for c in found} == {("u8",)}, found
+        assert sent <= sum(-(-n // per_byte) for n in sizes) + 8, (sent, found)
+    elif wire == "auto":  # at N = 8: packed for sizes divisible by 4, int8 otherwise
+        assert {c.dtypes for c in found} <= {("u8",), ("s8",)}, found
+    else:
+        assert {c.op.removesuffix("-start") for c in found} == {"all-reduce"}, found
+        kind = {"int8": "s8", "int16": "s16", "int32": "s32"}[wire]
+        assert {c.dtypes for c in found} == {(kind,)}, found
+        assert sent == sum(sizes) * np.dtype(kind.replace("s", "int")).itemsize, found
+
+
+def test_hlo_parser_reads_async_and_sync_forms():
+    text = "\n".join(
+        [
+            "%ag = u8[8,10]{1,0} all-gather(%x), replica_groups={{0,1,2,3,4,5,6,7}}, dims={0}",
+            "%ags = (u8[10]{0}, u8[80]{0}) all-gather-start(%y), replica_groups={{0,1,2,3}}",
+            "%agd = u8[80]{0} all-gather-done(%ags)",
+            "%ar = (s8[37]{0}, s8[]) all-reduce(%a, %b), replica_groups={{0,1}}, to_apply=%r",
+            "%ars = f32[100]{0} all-reduce-start(%c), replica_groups={{0,1}}, to_apply=%r",
+            "%ard = f32[100]{0} all-reduce-done(%ars)",
+        ]
+    )
+    found = distributed.hlo_collectives(text)
+    assert [(c.op, c.dtypes, c.operand_bytes) for c in found] == [
+        ("all-gather", ("u8",), 10),
+        ("all-gather-start", ("u8",), 10),
+        ("all-reduce", ("s8",), 38),
+        ("all-reduce-start", ("f32",), 400),
+    ]
+
+
+def test_f32_psum_is_seen_as_a_float_collective():
+    # the check above would catch an implementation that all-reduces the gradient
+    mesh = _mesh()
+
+    def body(g):
+        return jax.lax.psum(g[0], "data")
+
+    fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("data"), out_specs=P()))
+    x = _shard(np.ones((N_DEV, 1000), np.float32), mesh)
+    found = distributed.hlo_collectives(fn.lower(x).compile().as_text())
+    assert [(c.dtypes, c.operand_bytes) for c in found] == [(("f32",), 4000)]
+
+
+# --- two real processes on loopback --------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.xdist_group("multiprocess_vote")
+def test_two_processes_vote_like_one(tmp_path):
+    worker = pathlib.Path(__file__).with_name("distributed_worker.py")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parents[1])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(worker), str(port), str(pid), str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for pid in range(2)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=120)
+            outputs.append(out)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out[-3000:]
+    # the grads every process built, and the vote each one computed
+    results = [json.loads((tmp_path / f"vote_{pid}.json").read_text()) for pid in range(2)]
+    grads = np.asarray(results[0]["grads"], np.float32)
+    assert grads.shape == (4, 23)
+    np.testing.assert_array_equal(results[1]["grads"], results[0]["grads"])
+    # single-process reference: the same 4 gradients voted on 4 of this process's devices
+    mesh = _mesh(4)
+    for wire in ("packed", "bits", "int8"):
+        single = np.asarray(
+            jax.device_get(_vote_fn(wire, mesh, out_spec=P())(_shard({"g": grads}, mesh)))["g"]
+        )
+        for result in results:
+            np.testing.assert_array_equal(np.asarray(result[wire]), single, err_msg=wire)
+        expected = numpy_bits_vote(grads) if wire == "bits" else numpy_vote(grads)
+        np.testing.assert_array_equal(single, expected)
