@@ -97,7 +97,6 @@ def time_step(m: int, d: int, seed: int = 0):
 
     seconds = _median_time(call)
     in_place = box[0].grads.unsafe_buffer_pointer() == pointer
-    del box, state
     return seconds, in_place, temp
 
 

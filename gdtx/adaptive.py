@@ -739,9 +739,7 @@ def scale_by_adagrad_norm(
         b_t = jnp.where(positive, jnp.sqrt(jnp.where(positive, total, 1)), 0)
         denom = b_t + jnp.asarray(eps, dtype)
         scale = jnp.where(denom > 0, 1 / jnp.where(denom > 0, denom, 1), 0)
-        new_updates = jax.tree.map(
-            lambda g: (g * scale.astype(g.real.dtype)).astype(g.dtype), updates
-        )
+        new_updates = jax.tree.map(lambda g, w: (w * scale).astype(g.dtype), updates, wide)
         count = optax.safe_increment(state.count)
         return new_updates, ScaleByAdagradNormState(count=count, sum_of_squares=total)
 

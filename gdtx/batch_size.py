@@ -492,8 +492,14 @@ def train_with_adaptive_batches(
         params = optax.apply_updates(params, updates)
         return params, opt_state, result, jnp.mean(losses)
 
+    def strong(tree):
+        # A weakly typed leaf (jnp.full(3, 10.0)) comes back strongly typed from the
+        # first step, which would compile the first batch size twice.
+        return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), tree)
+
     rng = np.random.default_rng(seed)
-    opt_state = optimizer.init(params)
+    params = strong(params)
+    opt_state = strong(optimizer.init(params))
     b = initial_batch_size
     record = {"b": [], "passed": [], "required": [], "loss": []}
     for _ in range(num_steps):

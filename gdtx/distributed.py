@@ -122,23 +122,23 @@ def _vote_int(g, axis_name, wire, num_devices):
             f"axis {axis_name!r} (at most {max_devices(wire)}); use "
             f"{smallest_int_wire(num_devices)!r} or 'auto'."
         )
-    return jax.lax.psum(jnp.sign(g).astype(_INT_WIRES[wire]), axis_name)
+    return jax.lax.psum(_ternary(g, _INT_WIRES[wire]), axis_name)
+
+
+def _ternary(g, dtype):
+    """sign(g) in ``dtype``, with NaN mapped to 0 (an abstention) rather than undefined."""
+    return (g > 0).astype(dtype) - (g < 0).astype(dtype)
 
 
 def _vote_packed(g, axis_name):
-    # Two bits per coordinate: bit 0 "votes +1", bit 1 "votes -1", 00 abstains.
+    # Two bits per coordinate, "votes +1" and "votes -1" (both clear: abstain), as one
+    # bit string of length 2n packed eight to a byte: ceil(n/4) bytes.
     flat = g.reshape(-1)
     n = flat.size
-    code = (flat > 0).astype(jnp.uint8) | ((flat < 0).astype(jnp.uint8) << 1)
-    quads = jnp.pad(code, (0, -n % 4)).reshape(-1, 4)
-    packed = quads[:, 0] | (quads[:, 1] << 2) | (quads[:, 2] << 4) | (quads[:, 3] << 6)
+    packed = jnp.packbits(jnp.concatenate([flat > 0, flat < 0]))
     gathered = _all_gather(packed, axis_name)  # (N, ceil(n/4)) bytes
-    if gathered.ndim == 1:  # a bound axis of size one with some JAX versions
-        gathered = gathered[None]
-    shifts = jnp.array([0, 2, 4, 6], jnp.uint8).reshape(1, 1, 4)
-    codes = (gathered[:, :, None] >> shifts) & 3
-    votes = (codes & 1).astype(jnp.int32) - (codes >> 1).astype(jnp.int32)
-    return votes.sum(0).reshape(-1)[:n].reshape(g.shape)
+    counts = jnp.unpackbits(gathered, axis=-1, count=2 * n).astype(jnp.int32).sum(0)
+    return (counts[:n] - counts[n:]).reshape(g.shape)
 
 
 def _zero_votes_up(shape, device_index):
@@ -149,12 +149,10 @@ def _zero_votes_up(shape, device_index):
 
 def _vote_bits(g, axis_name, num_devices):
     index = jax.lax.axis_index(axis_name)
-    up = (g > 0) | ((g == 0) & _zero_votes_up(g.shape, index))
+    up = (g > 0) | (~(g < 0) & _zero_votes_up(g.shape, index))  # NaN counts as zero
     flat = up.reshape(-1)
     n = flat.size
     gathered = _all_gather(jnp.packbits(flat), axis_name)  # (N, ceil(n/8)) bytes
-    if gathered.ndim == 1:
-        gathered = gathered[None]
     ups = jnp.unpackbits(gathered, axis=-1, count=n).astype(jnp.int32).sum(0)
     return (2 * ups - num_devices).reshape(g.shape)
 
@@ -187,8 +185,9 @@ def majority_vote(
     the same on every device, with ``sign(0) = 0``: a zero gradient abstains and
     a tie gives 0. Only signs cross the wire, in one of these encodings:
 
-    - ``"packed"``: two bits per coordinate (``+1``, ``-1`` or abstain), four
-      coordinates to a byte, exchanged with an all-gather and counted locally;
+    - ``"packed"``: two bits per coordinate (a "+1" bit and a "-1" bit; neither is
+      an abstention), ``ceil(n/4)`` bytes per leaf, exchanged with an all-gather and
+      counted locally;
     - ``"bits"``: one bit per coordinate (up or down), all-gathered. It cannot
       encode an abstention, so a **zero gradient votes up on device ``k`` at flat
       coordinate ``i`` iff ``k + i`` is even** (down otherwise). On an even number
@@ -204,6 +203,9 @@ def majority_vote(
       ring all-reduce ``2 (N-1)/N k n`` of the narrowest integer (``k`` bytes)
       that cannot overflow; a tie goes to packed. At ``N <= 8`` that is packed
       (for ``n`` a multiple of 4 at exactly 8), above it int8 (int16 past 127).
+
+    Gradients must be real. A NaN is treated as a zero (it abstains, or follows
+    the one-bit rule), so one worker's NaN cannot poison the others' update.
 
     Stateless (``optax.EmptyState()``). Updates keep the gradients' dtype; the
     gathered modes return a value that JAX knows is replicated along the axis, so

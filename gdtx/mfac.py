@@ -171,6 +171,41 @@ def _robust_cholesky(matrix):
     return factor
 
 
+# One compiled program: an eager (un-jitted) update then costs one dispatch, and
+# inside a jitted step it is inlined like any other function.
+@jax.jit
+def _step(updates, window, gram, count, damping):
+    """Writes ``updates`` into the window and returns ``(F^{-1} g, window, gram)``."""
+    m = gram.shape[0]
+    cdt = gram.dtype
+    slot = count % m
+    # The ring write is a dynamic_update_slice: in place when the state is donated.
+    window = jax.tree.map(
+        lambda w, g: jax.lax.dynamic_update_index_in_dim(w, g.astype(w.dtype), slot, 0),
+        window,
+        updates,
+    )
+    # The stored (rounded) gradient enters the Gram row, so K stays G G^T exactly.
+    row = sum(
+        jax.tree.leaves(
+            jax.tree.map(lambda w, g: _window_dot(w, g.astype(w.dtype), cdt), window, updates)
+        )
+    )
+    gram = gram.at[slot, :].set(row).at[:, slot].set(row)
+    # u = F^{-1} g with g = G^T e_slot in the window: by push-through,
+    # u = G^T c with (K + m lambda I) c = m e_slot. The official
+    # x/lambda - G^T(...) form subtracts two nearly equal vectors and loses
+    # about eps * |g|^2 / (m lambda) in float32; this form does not.
+    shifted = gram + (m * jnp.asarray(damping, cdt)) * jnp.eye(m, dtype=cdt)
+    factor = _robust_cholesky(shifted)
+    rhs = m * jax.nn.one_hot(slot, m, dtype=cdt)
+    coefficients = jax.scipy.linalg.cho_solve((factor, True), rhs)
+    new_updates = jax.tree.map(
+        lambda w, g: _window_combine(coefficients, w, cdt).astype(g.dtype), window, updates
+    )
+    return new_updates, window, gram
+
+
 def _scale_by_mfac(
     owner: str, num_grads: int, damping, grads_dtype, max_window_bytes
 ) -> optax.GradientTransformationExtraArgs:
@@ -203,32 +238,7 @@ def _scale_by_mfac(
         del params, extra
         like = jax.tree.map(lambda w: jax.ShapeDtypeStruct(w.shape[1:], w.dtype), state.grads)
         validation.check_like_state(owner, updates, like)
-        cdt = state.gram.dtype
-        slot = state.count % m
-        # The ring write is a dynamic_update_slice: in place when the state is donated.
-        window = jax.tree.map(
-            lambda w, g: jax.lax.dynamic_update_index_in_dim(w, g.astype(w.dtype), slot, 0),
-            state.grads,
-            updates,
-        )
-        # The stored (rounded) gradient enters the Gram row, so K stays G G^T exactly.
-        row = sum(
-            jax.tree.leaves(
-                jax.tree.map(lambda w, g: _window_dot(w, g.astype(w.dtype), cdt), window, updates)
-            )
-        )
-        gram = state.gram.at[slot, :].set(row).at[:, slot].set(row)
-        # u = F^{-1} g with g = G^T e_slot in the window: by push-through,
-        # u = G^T c with (K + m lambda I) c = m e_slot. The official
-        # x/lambda - G^T(...) form subtracts two nearly equal vectors and loses
-        # about eps * |g|^2 / (m lambda) in float32; this form does not.
-        shifted = gram + (m * jnp.asarray(damping, cdt)) * jnp.eye(m, dtype=cdt)
-        factor = _robust_cholesky(shifted)
-        rhs = m * jax.nn.one_hot(slot, m, dtype=cdt)
-        coefficients = jax.scipy.linalg.cho_solve((factor, True), rhs)
-        new_updates = jax.tree.map(
-            lambda w, g: _window_combine(coefficients, w, cdt).astype(g.dtype), window, updates
-        )
+        new_updates, window, gram = _step(updates, state.grads, state.gram, state.count, damping)
         count = optax.safe_increment(state.count)
         return new_updates, ScaleByMFACState(count=count, grads=window, gram=gram)
 

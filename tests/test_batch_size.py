@@ -330,7 +330,8 @@ def test_loop_rejects_bad_arguments():
                                          max_batch_size=32, test="ip", **common)  # fmt: skip
     with pytest.raises(ValueError, match=r"`batch_sizes` must be sorted"):
         gdtx.train_with_adaptive_batches(loss, jnp.zeros(3), optax.sgd(0.1), y,
-                                         max_batch_size=32, batch_sizes=(4, 16), **common)  # fmt: skip
+                                         max_batch_size=32, batch_sizes=(4, 16),
+                                         **common)  # fmt: skip
 
 
 def test_digits_batch_grows_with_adagrad_norm(tiny_digits):
@@ -346,13 +347,35 @@ def test_digits_batch_grows_with_adagrad_norm(tiny_digits):
     params = td.init_params(jax.random.key(0))
     data = (tiny_digits.x_train, tiny_digits.y_train)
     params, _, history = gdtx.train_with_adaptive_batches(
-        loss, params, gdtx.adagrad_norm(1.0), data, num_steps=80, eta=1.0,
-        initial_batch_size=8, max_batch_size=512, seed=0,
+        loss, params, gdtx.adagrad_norm(1.0), data, num_steps=60, eta=1.0,
+        initial_batch_size=8, max_batch_size=256, seed=0,
     )  # fmt: skip
-    sizes = gdtx.allowed_batch_sizes(8, 512)
+    sizes = gdtx.allowed_batch_sizes(8, 256)
     _check_history(history, sizes)
     b = history.batch_sizes
     assert b[0] == 8 and b[-1] >= 64, b
     assert 3 <= len(set(b.tolist())), b  # it grew in several stages, not in one jump
     assert np.mean(history.losses[-10:]) < 0.5 * np.mean(history.losses[:5])
     assert float(td.accuracy(params, tiny_digits.x_test, tiny_digits.y_test)) > 0.8
+
+
+@pytest.mark.slow
+def test_digits_batch_grows_with_adagrad_and_the_augmented_test(tiny_digits):
+    # The authors' augmented-test constants (theta, nu) = (0.5, 1), coordinate-wise
+    # AdaGrad (optax.adagrad), 150 steps: the batch grows in stages from 8 to >= 128.
+    from tests import tiny_digits as td
+
+    def loss(params, example):
+        x, y = example
+        return td.per_example_loss(params, x[None], y[None])[0]
+
+    params = td.init_params(jax.random.key(0))
+    data = (tiny_digits.x_train, tiny_digits.y_train)
+    params, _, history = gdtx.train_with_adaptive_batches(
+        loss, params, optax.adagrad(0.05), data, num_steps=150, test="augmented",
+        theta=0.5, nu=1.0, initial_batch_size=8, max_batch_size=1024, seed=0,
+    )  # fmt: skip
+    _check_history(history, gdtx.allowed_batch_sizes(8, 1024))
+    b = history.batch_sizes
+    assert b[0] == 8 and b[-1] >= 128 and len(set(b.tolist())) >= 4, b
+    assert float(td.accuracy(params, tiny_digits.x_test, tiny_digits.y_test)) > 0.85

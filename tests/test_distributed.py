@@ -126,6 +126,18 @@ def test_bits_mode_equals_numpy_with_its_zero_rule():
     assert differs > 0, "with zeros the one-bit rule must differ from abstention somewhere"
 
 
+@pytest.mark.parametrize("wire", ALL_WIRES)
+def test_a_nan_counts_as_a_zero(wire):
+    rng = np.random.default_rng(5)
+    mesh = _mesh()
+    grads = _random_grads(rng, shapes={"a": (19,)})
+    grads["a"][2, 3:9] = np.nan
+    out = jax.device_get(_vote_fn(wire, mesh, out_spec=P())(_shard(grads, mesh)))
+    zeroed = np.nan_to_num(grads["a"], nan=0.0)
+    expected = numpy_bits_vote(zeroed) if wire == "bits" else numpy_vote(zeroed)
+    np.testing.assert_array_equal(np.asarray(out["a"], np.float64), expected)
+
+
 @pytest.mark.parametrize("n_dev", [7, 8])
 def test_bits_zero_rule_on_coordinates_no_device_moves(n_dev):
     # Even N: the zeros tie and the coordinate stays put. Odd N: it moves one
@@ -156,7 +168,7 @@ def test_vote_works_under_vmap_and_nested_axes():
     grads = _random_grads(rng, n_dev=6, shapes={"a": (11,)})["a"]
     for wire in ALL_WIRES:
         tx = gdtx.majority_vote("w", wire=wire)
-        out = jax.vmap(lambda g: tx.update(g, tx.init(g))[0], axis_name="w")(grads)  # noqa: B023
+        out = jax.jit(jax.vmap(lambda g: tx.update(g, tx.init(g))[0], axis_name="w"))(grads)  # noqa: B023
         expected = numpy_bits_vote(grads) if wire == "bits" else numpy_vote(grads)
         np.testing.assert_array_equal(
             np.asarray(out, np.float64), np.broadcast_to(expected, (6, 11))

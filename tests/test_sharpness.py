@@ -704,3 +704,22 @@ def test_digits_mlp_learns(tiny_digits, method):
     params = train(td.init_params(jax.random.key(0)))
     accuracy = float(td.accuracy(params, data.x_test, data.y_test))
     assert accuracy > 0.85, accuracy
+
+
+# --- slow tier: the comparison script of docs/sharpness.md --------------------------------
+
+
+@pytest.mark.slow
+def test_comparison_script_runs_in_smoke_mode(tmp_path, capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "docs" / "scripts" / "sharpness_comparison.py"
+    spec = importlib.util.spec_from_file_location("sharpness_comparison", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--smoke", "--figures", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "### Sharp or flat" in out and "### Digits" in out
+    assert (tmp_path / "sharpness_sharp_or_flat.png").stat().st_size > 0
+    assert (tmp_path / "sharpness_digits.png").stat().st_size > 0

@@ -196,11 +196,12 @@ def test_signum_vote_on_one_device_is_signum():
     b = gdtx.signum(0.1, 0.9, weight_decay=0.01)
     sa = jax.vmap(a.init, in_axes=None, axis_size=1)(params)
     sb = b.init(params)
-    step_a = jax.vmap(a.update, in_axes=(0, 0, None), axis_name="data")
+    step_a = jax.jit(jax.vmap(a.update, in_axes=(0, 0, None), axis_name="data"))
+    step_b = jax.jit(b.update)
     for _ in range(5):
         g = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), x.dtype), params)
         ua, sa = step_a(jax.tree.map(lambda x: x[None], g), sa, params)
-        ub, sb = b.update(g, sb, params)
+        ub, sb = step_b(g, sb, params)
         jax.tree.map(lambda x, y: np.testing.assert_array_equal(x[0], y), ua, ub)
 
 
@@ -237,16 +238,16 @@ def test_per_device_state_is_never_silently_replicated():
 _LR, _STEPS, _BATCH = 1e-2, 150, 16  # per device; single-device Signum sees all 8 batches
 
 
-def _train_vote(data, *, n_adversaries=0, wire="auto", lr=_LR, steps=_STEPS, seed=0):
-    """signum_vote on 8 devices; the first ``n_adversaries`` workers negate their gradient."""
+@functools.cache
+def _compiled_vote_run(wire, lr, steps):
+    """One compiled 8-device training run; the number of adversaries is an argument."""
     mesh = _mesh()
     tx = gdtx.signum_vote(lr, axis_name="data", wire=wire)
-    params = td.init_params(jax.random.key(seed))
-    state, specs = _stacked_init(tx, params, mesh)
-    xs, ys = td.batches(data, _BATCH * N_DEV, steps, seed=seed)
-    batch = NamedSharding(mesh, P(None, "data"))
+    params = td.init_params(jax.random.key(0))
+    specs = gdtx.per_device_specs(jax.eval_shape(tx.init, params), "data")
+    init = jax.jit(jax.shard_map(tx.init, mesh=mesh, in_specs=P(), out_specs=specs))
 
-    def body(params, state, xs, ys):
+    def body(params, state, xs, ys, n_adversaries):
         adversary = jax.lax.axis_index("data") < n_adversaries
 
         def step(carry, xy):
@@ -260,13 +261,25 @@ def _train_vote(data, *, n_adversaries=0, wire="auto", lr=_LR, steps=_STEPS, see
 
         return jax.lax.scan(step, (params, state), (xs, ys))[0]
 
-    fn = jax.shard_map(
-        body,
-        mesh=mesh,
-        in_specs=(P(), specs, P(None, "data"), P(None, "data")),
-        out_specs=(P(), specs),
+    run = jax.jit(
+        jax.shard_map(
+            body,
+            mesh=mesh,
+            in_specs=(P(), specs, P(None, "data"), P(None, "data"), P()),
+            out_specs=(P(), specs),
+        )
     )
-    final, _ = jax.jit(fn)(params, state, jax.device_put(xs, batch), jax.device_put(ys, batch))
+    return mesh, init, run
+
+
+def _train_vote(data, *, n_adversaries=0, wire="auto", lr=_LR, steps=_STEPS, seed=0):
+    """signum_vote on 8 devices; the first ``n_adversaries`` workers negate their gradient."""
+    mesh, init, run = _compiled_vote_run(wire, lr, steps)
+    params = td.init_params(jax.random.key(seed))
+    xs, ys = td.batches(data, _BATCH * N_DEV, steps, seed=seed)
+    batch = NamedSharding(mesh, P(None, "data"))
+    xs, ys = jax.device_put(xs, batch), jax.device_put(ys, batch)
+    final, _ = run(params, init(params), xs, ys, jnp.int32(n_adversaries))
     return params, final
 
 

@@ -98,7 +98,10 @@ def write_pages(api_dir: pathlib.Path = API_DIR) -> list[pathlib.Path]:
             # The module's docstring states the family's contract; skipped where the
             # module shares its name with a public function (gdtx.mfac).
             if not module.startswith("gdtx._core") and module.split(".")[-1] not in names:
-                intro += f"::: {module}\n    options:\n      members: false\n      show_root_heading: false\n\n"
+                intro += (
+                    f"::: {module}\n    options:\n      members: false\n"
+                    "      show_root_heading: false\n\n"
+                )
         body = "\n".join(f"::: gdtx.{n}\n" for n in sorted(names, key=lambda n: _order(gdtx, n)))
         page.write_text(f"{intro}{MARKER}\n\n{body}")
         written.append(page)

@@ -2,8 +2,8 @@
 
 Run from the repository root (CPU, a few minutes)::
 
-    .venv/bin/python docs/scripts/sharpness_comparison.py            # full, writes figures
-    .venv/bin/python docs/scripts/sharpness_comparison.py --smoke    # seconds, no figures
+    .venv/bin/python docs/scripts/sharpness_comparison.py      # full, writes docs/figures
+    .venv/bin/python docs/scripts/sharpness_comparison.py --smoke --figures /tmp/figs
 
 It prints Markdown tables (copied into ``docs/sharpness.md``) and writes
 ``docs/figures/sharpness_*.png``. Every number comes from fixed seeds, so a rerun
@@ -47,10 +47,10 @@ FIGURES = ROOT / "docs" / "figures"
 
 SHARP_CENTRE, SHARP_WIDTH = -1.0, 0.1
 FLAT_CENTRE, FLAT_WIDTH = 1.5, 0.6
-# lr * curvature = 1.5 in the sharp well: stable for SGD, unstable once the multiplier
-# exceeds 4/3; in the flat well (0.04) stable up to a multiplier of 48.
-SHARP_FLAT_LR = 0.015
-NOISE_STDS = (0.5, 2.0)
+# lr * curvature in the sharp well: 0.5 (SALR destabilises it above a multiplier of 4)
+# and 1.5 (above 4/3); in the flat well 0.014 and 0.04: stable for multipliers below 48.
+# (learning rate, noise std) settings; the last one is plotted.
+SETTINGS = ((0.005, 2.0), (0.015, 0.5), (0.015, 2.0))
 
 
 def double_well(x):
@@ -91,10 +91,9 @@ def experiment_sharp_or_flat(smoke: bool):
     rng = np.random.default_rng(0)
     starts = rng.uniform(-2.0, 3.0, size=num_starts).astype(np.float32)
     saddle = _saddle()
-    lr = SHARP_FLAT_LR
     rows = []
     finals = {}
-    for sigma in NOISE_STDS:
+    for lr, sigma in SETTINGS:
         noise = (sigma * rng.standard_normal((num_starts, num_steps))).astype(np.float32)
         methods = {
             "SGD": optax.sgd(lr),
@@ -105,11 +104,12 @@ def experiment_sharp_or_flat(smoke: bool):
         }
         for name, tx in methods.items():
             final = sharp_or_flat(tx, starts, noise, num_steps)
-            finals[(sigma, name)] = final
+            finals[(lr, sigma, name)] = final
             started_sharp = starts < saddle
             in_flat = final > saddle
             rows.append(
                 (
+                    lr,
                     sigma,
                     name,
                     int(in_flat.sum()),
@@ -119,14 +119,16 @@ def experiment_sharp_or_flat(smoke: bool):
                     int((~started_sharp).sum()),
                 )
             )
-    print(f"\n### Sharp or flat ({num_starts} starts in [-2, 3], {num_steps} steps, lr {lr})\n")
+    print(f"\n### Sharp or flat ({num_starts} starts in [-2, 3], {num_steps} steps)\n")
     print(f"saddle at x = {saddle:.3f}\n")
     print(
-        "| noise std | method | end in flat | sharp -> flat | flat -> sharp |\n"
-        "|---|---|---|---|---|"
+        "| lr | noise std | method | end in flat | sharp -> flat | flat -> sharp |\n"
+        "|---|---|---|---|---|---|"
     )
-    for sigma, name, flat, s2f, n_sharp, f2s, n_flat in rows:
-        print(f"| {sigma} | {name} | {flat}/{num_starts} | {s2f}/{n_sharp} | {f2s}/{n_flat} |")
+    for lr, sigma, name, flat, s2f, n_sharp, f2s, n_flat in rows:
+        print(
+            f"| {lr} | {sigma} | {name} | {flat}/{num_starts} | {s2f}/{n_sharp} | {f2s}/{n_flat} |"
+        )
     return starts, finals, saddle
 
 
@@ -228,26 +230,29 @@ def experiment_digits(smoke: bool):
     return results, multipliers
 
 
-def plot(starts, finals, saddle, results, multipliers):
+def plot(starts, finals, saddle, results, multipliers, directory=FIGURES):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    FIGURES.mkdir(parents=True, exist_ok=True)
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     xs = np.linspace(-2.0, 3.0, 1000)
     axes[0].plot(xs, jax.vmap(lambda x: double_well(x[None]))(jnp.asarray(xs)), color="k")
     axes[0].axvline(saddle, color="grey", linestyle=":")
     axes[0].set(xlabel="x", ylabel="loss", title="sharp (left) and flat (right) minimum")
-    sigma = NOISE_STDS[-1]
+    lr, sigma = SETTINGS[-1]
     bins = np.linspace(-2.0, 3.0, 60)
     for name in ("SGD", "SALR-SGD (defaults)", "SALR-SGD (code options)"):
-        axes[1].hist(finals[(sigma, name)], bins=bins, histtype="step", label=name)
-    axes[1].set(xlabel="final x", ylabel="runs", title=f"final positions, noise std {sigma}")
+        axes[1].hist(finals[(lr, sigma, name)], bins=bins, histtype="step", label=name)
+    axes[1].set(
+        xlabel="final x", ylabel="runs", title=f"final positions, lr {lr}, noise std {sigma}"
+    )
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(FIGURES / "sharpness_sharp_or_flat.png", dpi=110)
+    fig.savefig(directory / "sharpness_sharp_or_flat.png", dpi=110)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for name, r in results.items():
@@ -259,18 +264,18 @@ def plot(starts, finals, saddle, results, multipliers):
     axes[1].set(xlabel="step", ylabel="multiplier", yscale="log", title="seed 0")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(FIGURES / "sharpness_digits.png", dpi=110)
+    fig.savefig(directory / "sharpness_digits.png", dpi=110)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny run, no figures")
+    parser.add_argument("--smoke", action="store_true", help="tiny run")
+    parser.add_argument("--figures", default=str(FIGURES), help="where the figures go")
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}")
     starts, finals, saddle = experiment_sharp_or_flat(args.smoke)
     results, multipliers = experiment_digits(args.smoke)
-    if not args.smoke:
-        plot(starts, finals, saddle, results, multipliers)
+    plot(starts, finals, saddle, results, multipliers, args.figures)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""The notebooks: each jupytext pair is in sync, and each runs top to bottom.
+
+``notebooks/<name>.md`` is the source of truth and ``<name>.ipynb`` its pair
+(for Colab and the docs). After editing the ``.md``, run
+``jupytext --sync notebooks/<name>.md``. The notebooks run here with
+``GDTX_SMOKE=1``, which cuts their step counts; ``pytest --nbmake notebooks/*.ipynb``
+runs the same notebooks (set ``GDTX_SMOKE=1`` for the short version).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import warnings
+
+import pytest
+
+jupytext = pytest.importorskip("jupytext")
+nbformat = pytest.importorskip("nbformat")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = sorted(p.stem for p in NOTEBOOKS.glob("*.md"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def test_every_notebook_is_a_pair():
+    assert NAMES, "no notebooks found"
+    ipynbs = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    assert ipynbs == NAMES, "each notebooks/<name>.md needs its <name>.ipynb, and vice versa"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pair_is_in_sync(name):
+    md = jupytext.read(NOTEBOOKS / f"{name}.md")
+    ipynb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert _cells(ipynb) == _cells(md), (
+        f"notebooks/{name}.ipynb is out of sync: run jupytext --sync notebooks/{name}.md"
+    )
+    # Committed without outputs: the docs render the code, CI runs it.
+    assert all(not c.get("outputs") for c in ipynb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_opens_in_colab_with_one_guarded_install_cell(name):
+    md = jupytext.read(NOTEBOOKS / f"{name}.md")
+    code = [c.source for c in md.cells if c.cell_type == "code"]
+    installs = [src for src in code if "pip" in src and "install" in src]
+    assert len(installs) == 1, "one install cell"
+    assert installs[0] == code[0], "the install cell comes first"
+    assert 'if "google.colab" in sys.modules:' in installs[0], "install only in Colab"
+    assert f"colab.research.google.com/github/gdtx/gdtx/blob/main/notebooks/{name}.ipynb" in (
+        md.cells[0].source
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs(name, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    monkeypatch.setenv("GDTX_SMOKE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = jupytext.read(NOTEBOOKS / f"{name}.md")
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    with warnings.catch_warnings():
+        # The Jupyter client's own deprecation notices are not the notebook's failures.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        client.execute()
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert not errors, errors
