@@ -515,7 +515,9 @@ def scale_by_radam(
       \\end{cases}
 
     ``optax.scale_by_radam`` differs only in putting ``eps`` on the bias-corrected
-    root (about 1e-5 relative at ``eps = 1e-8``, nothing at ``eps = 0``).
+    root: nothing at ``eps = 0``, but at ``eps = 1e-8`` a leaf whose gradients are
+    ~1e-5 ends 5e-3 of its displacement away from torch's trajectory after 1000
+    steps (``tests/reference``).
 
     Args:
       b1: decay rate of the first moment, in [0, 1).

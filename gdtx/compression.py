@@ -257,8 +257,8 @@ class QSGD(Compressor):
         n = math.prod(shape)
         code = _unpack(payload.words, self.width, n).astype(jnp.int32) - s
         d = max(n, 1) if self.bucket_size is None else self.bucket_size
-        scale = jnp.repeat(payload.scales, d, total_repeat_length=payload.scales.size * d)[:n]
-        values = scale / s * code.astype(payload.scales.dtype)
+        buckets = jnp.pad(code, (0, -n % d)).reshape(-1, d).astype(payload.scales.dtype)
+        values = (payload.scales[:, None] / s * buckets).reshape(-1)[:n]
         return values.reshape(shape).astype(payload.dtype)
 
     def _payload_bits_leaf(self, shape, dtype):

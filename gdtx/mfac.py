@@ -283,9 +283,15 @@ def scale_by_mfac(
       difference of two nearly equal vectors when ``|g|^2 / (m\\lambda)`` is large
       (with the defaults, ``100 |g|^2``): in float32 it is off by several percent at
       ``|g|^2/(m\\lambda) = 5 \\cdot 10^5``. gdtx computes the same vector as
-      ``G^T c``, which stays within about ``10^{-6}`` of the exact solve. The
-      official code also rejects ``m > 1024`` (a limit of its CUDA kernel); gdtx
-      does not, but the ``m^3`` factorisation grows quickly past it.
+      ``G^T c``, which stays within about ``10^{-6}`` of the exact solve for a
+      window of distinct gradients at any such ratio. Neither form escapes the
+      float32 rounding of ``K`` itself: for a window of *nearly parallel*
+      gradients the error grows like ``m \\epsilon |g|^2 / (m\\lambda)``, and where
+      ``K + m\\lambda I`` is singular to float32 the factorisation is retried with a
+      jitter of ``10 m \\epsilon \\max_i K_{ii}`` (finite, bounded steps instead of
+      NaN; the official code has no such guard). The official code also rejects
+      ``m > 1024`` (a limit of its CUDA kernel); gdtx does not, but the ``m^3``
+      factorisation grows quickly past it.
 
     Args:
       num_grads: the window size ``m`` (a Python int >= 1; it fixes shapes, so

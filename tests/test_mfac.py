@@ -9,7 +9,12 @@ its no-pivot LU does not run on the CPU, so the references here are
 - a NumPy transcription of the official arithmetic (``setup``/``mul``: the D and B
   recursions of the paper, the no-pivot LU written out) and of ``MFAC.step``
   (coupled L2, ring buffer, momentum), run for 1000 steps in float64 and, in
-  float32, to show the cancellation that gdtx's form avoids.
+  float32, to show the cancellation that gdtx's form avoids. The transcription
+  was checked once, by hand, against the official ``optim.py`` itself (commit
+  835320e, its CPU path in torch 2.13 float64, with ``torch.lu(pivot=False)``,
+  which torch implements on CUDA only, replaced by the same elimination and
+  ``parallel_apply`` run serially): the 1000-step trajectories of both
+  configurations below agree to 9e-14 of the displacement (gdtx: 7e-14).
 
 Each reference test also shows that its tolerance rejects the plausible
 convention mistakes (1/t warm-up, preconditioning before the write, trace

@@ -17,6 +17,30 @@ References:
 * ``torch``: ``torch.optim.RAdam`` (``foreach=False``: the single-tensor loop).
 * ``kozistr``: ``pytorch_optimizer.DiffGrad`` and ``pytorch_optimizer.RAdam``.
 * ``jettify``: ``torch_optimizer.DiffGrad`` (the official diffGrad code, packaged).
+
+Fixtures -> the gdtx call that reproduces them (all ``lr=1e-2, b1=0.9, b2=0.999,
+eps=1e-8`` unless said; worst error with the README's metric, tolerance 1e-6):
+
+* ``diffgrad_kozistr_default`` -> ``diffgrad(eps_root=1e-15)`` (1e-15); ``_decoupled_wd``
+  (wd 1e-2) -> ``weight_decay=1e-2`` (2e-14); ``_fixed_decay`` (wd 1e-3, fixed_decay) ->
+  ``weight_decay_mode="fixed"`` (1e-14); ``_l2`` (wd 1e-2, weight_decouple=False) ->
+  ``weight_decay_mode="l2"`` (1e-15).
+* ``diffgrad_jettify_default`` -> ``diffgrad(eps_root=0)`` (1e-15); ``_l2`` (wd 1e-2, the
+  package's only decay) -> ``weight_decay_mode="l2"`` (4e-16).
+* ``radam_torch_default`` -> ``radam()`` (1e-15); ``_eps0`` -> ``radam(eps=0)`` (2e-15);
+  ``_l2`` (wd 1e-2, torch's default coupling) -> ``weight_decay_mode="l2"`` (7e-16);
+  ``_decoupled_wd`` (decoupled_weight_decay=True) -> ``weight_decay=1e-2`` (2e-13).
+* ``radam_kozistr_default`` (degenerated_to_sgd=False) ->
+  ``radam(degenerated_to_sgd=False)`` (5e-15); ``_sgd`` -> ``radam()`` (1e-15);
+  ``_decoupled_wd_nosgd`` (wd 1e-1): **null**, the package skips the decay in steps 1..5;
+  the replay test checks that the gap is exactly that.
+
+Conventions read in the sources: both diffGrad packages put ``eps`` outside the root of
+the raw ``v`` with ``sqrt(bc2) / bc1`` in the step size; ``pytorch-optimizer`` adds a
+hard-coded ``1e-15`` inside the root (``apply_ams_bound(exp_avg_sq_eps=1e-15)``); with L2
+both store the decayed gradient as ``previous_grad``. ``torch.optim.RAdam`` rectifies when
+``rho_t > 5`` (gdtx: ``>=``; no step of ``b2=0.999`` has ``rho_t = 5``). ``pytorch-optimizer``'s
+``RAdam`` applies its (decoupled-only) decay only in the steps it takes.
 """
 
 from __future__ import annotations
