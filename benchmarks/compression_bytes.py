@@ -179,7 +179,9 @@ def digits_table(jax, gdtx, mesh, n_dev, steps, repeats, timed):
 
             def step(carry, batch):
                 params, opt_state, agg_state = carry
-                grads = jax.grad(td.loss)(params, *batch)
+                # Per-device gradients (the grad of replicated params is all-reduced).
+                local = jax.lax.pcast(params, "data", to="varying")
+                grads = jax.grad(td.loss)(local, *batch)
                 grads, agg_state = agg.update(grads, agg_state)
                 updates, opt_state = opt.update(grads, opt_state, params)
                 return (optax.apply_updates(params, updates), opt_state, agg_state), None

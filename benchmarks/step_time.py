@@ -10,7 +10,7 @@ times, interleaved in one run:
   is measured as soon as its row exists;
 - the optax function of the same name where there is one (``optax.adabelief``
   for ``gdtx.adabelief``, ...), and ``optax.adam`` as the common baseline;
-- an A/A control: the first gdtx row compiled and run a second time as if it
+- an A/A control: gdtx.adabelief (else the first gdtx row) compiled and run a second time as if it
   were another candidate, so the spread of its ratio to itself is the noise;
 - the bandwidth-floor kernels (in-place streams ``a <- a + c b`` and
   ``a <- a + b c + d``), whose best bandwidth gives each step's floor;
@@ -39,8 +39,10 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
+import io
 import json
 import math
 import os
@@ -65,6 +67,10 @@ import gdtx  # noqa: E402
 
 FLUSH_BYTES = 64 * 1024 * 1024
 BASELINE = "optax.adam"
+ONE_LEAF = " [1 leaf]"
+# In the tree layout these also run on one leaf of the same N, interleaved with the tree, so
+# that the per-leaf overhead is a paired per-round difference.
+PER_LEAF = ("gdtx.adabelief", BASELINE, "optax.adabelief", "torch.optim.Adam(fused=True)")
 ITEMSIZE = 4  # float32
 
 
@@ -304,6 +310,15 @@ def baseline_candidates(first_gdtx: Candidate | None) -> list[Candidate]:
     return out
 
 
+def one_leaf(c: Candidate) -> Candidate:
+    """``c`` on a single leaf holding all of a layout's elements."""
+
+    def build(shapes):
+        return c.build([(sum(math.prod(s) for s in shapes),)])
+
+    return dataclasses.replace(c, name=c.name + ONE_LEAF, family="reference", build=build)
+
+
 def floor_candidates() -> list[Candidate]:
     """In-place streaming kernels; their best bandwidth defines the floor."""
 
@@ -352,7 +367,8 @@ def torch_candidates(path: str | None) -> tuple[list[Candidate], str]:
                 ]
                 for i, p in enumerate(params):
                     p.grad = torch.cos(torch.arange(p.numel()).reshape(p.shape) * 1e-3 + i) * 0.1
-                opt = factory(params)
+                with contextlib.redirect_stdout(io.StringIO()):  # adabelief_pytorch prints
+                    opt = factory(params)
                 opt.step()  # allocates the state, untimed
                 return opt
 
@@ -478,6 +494,10 @@ def summarize(cands, times, infos, n, num_leaves, aa_pair):
             "vs_adam": float(np.median(ts / base)) if base.size == ts.size else None,
             **infos.get(name, {}),
         }
+        one = np.asarray(times.get(name + ONE_LEAF, []))
+        if one.size == ts.size and num_leaves > 1:
+            # Paired per round with the same step on one leaf of the same N (same block).
+            row["per_leaf_us"] = float(np.median(ts - one)) * 1e6 / num_leaves
         rows.append(row)
     aa = None
     if aa_pair and all(x in times for x in aa_pair):
@@ -529,9 +549,10 @@ def markdown(results: dict) -> str:
         out.append("|" + "---|" * 13)
         single = block_.get("single_median_ms", {})
         for r in sorted(block_["rows"], key=lambda r: (r["family"] != "floor", r["name"])):
-            per_leaf = None
-            if layout == "tree" and r["name"] in single:
-                per_leaf = (r["median_ms"] - single[r["name"]]) * 1e3 / block_["num_leaves"]
+            per_leaf = r.get("per_leaf_us")
+            if per_leaf is None and layout == "tree" and r["name"] in single:
+                if r["family"] not in ("floor", "reference"):
+                    per_leaf = (r["median_ms"] - single[r["name"]]) * 1e3 / block_["num_leaves"]
             state = None
             if r.get("state_arrays") is not None:
                 state = f"{r['state_arrays']:.2f} ({_fmt(r.get('min_state_arrays'), 'd')})"
@@ -548,7 +569,9 @@ def markdown(results: dict) -> str:
         "R+W: arrays read + written per element (the registry row's `reads`/`writes`); "
         "× floor: median time over `(R+W)·4·N / bandwidth`, with the best bandwidth of the "
         "floor kernels in the same run; vs optax.adam: median of per-round time ratios; "
-        "µs/leaf*: (tree − single) at the same N, divided by the number of leaves; temp / leaf: "
+        "µs/leaf*: (tree − the same step on one leaf of the same N), paired per round, over the "
+        "number of leaves (rows marked [1 leaf]; else the difference of the two blocks' medians); "
+        "temp / leaf: "
         "the compiled step's temp bytes over the largest leaf's; state arrays: state bytes over "
         "params bytes (the row's distinct state arrays in parentheses); loops / copies: array "
         "fusions and copies in the compiled entry computation."
@@ -584,11 +607,10 @@ def targets(results: dict) -> str:
             vs_adam.append((ab["vs_adam"], tag))
         if ab and oab and b["n"] >= 10_000_000:
             vs_optax.append((oab["median_ms"] / ab["median_ms"], tag))
-        if b["layout"] == "tree" and "single_median_ms" in b:
-            for name in ("gdtx.adabelief", BASELINE, "optax.adabelief"):
-                if name in rows and name in b["single_median_ms"]:
-                    us = (rows[name]["median_ms"] - b["single_median_ms"][name]) * 1e3
-                    per_leaf.append((us / b["num_leaves"], f"{name} ({tag})"))
+        if b["layout"] == "tree":
+            for name in PER_LEAF:
+                if name in rows and rows[name].get("per_leaf_us") is not None:
+                    per_leaf.append((rows[name]["per_leaf_us"], f"{name} ({tag})"))
         if b["layout"] == "tree" and ab and oab and ab.get("compile_s") is not None:
             compile_.append(
                 (
@@ -642,7 +664,14 @@ def plot(results: dict, prefix: str) -> list[str]:
         blocks = sorted(
             (b for b in results["blocks"] if b["layout"] == layout), key=lambda b: b["n"]
         )
-        names = sorted({r["name"] for b in blocks for r in b["rows"] if r["family"] != "floor"})
+        names = sorted(
+            {
+                r["name"]
+                for b in blocks
+                for r in b["rows"]
+                if r["family"] not in ("floor", "reference")
+            }
+        )
         fig, ax = plt.subplots(figsize=(9, 5.5))
         for name in names:
             pts = [(b["n"], r) for b in blocks for r in b["rows"] if r["name"] == name]
@@ -712,7 +741,11 @@ def main(argv=None) -> dict:
         return results
     only = re.compile(args.only) if args.only else None
     gdtx_cands, skipped = registry_candidates(only)
-    first = next((c for c in gdtx_cands if c.family == "gdtx"), None)
+    # The A/A twin is gdtx.adabelief when present (the step the targets are about).
+    gdtx_rows = [c for c in gdtx_cands if c.family == "gdtx"]
+    first = next((c for c in gdtx_rows if c.name == "gdtx.adabelief"), None) or next(
+        iter(gdtx_rows), None
+    )
     cands = floor_candidates() + baseline_candidates(first) + gdtx_cands
     torch_note = "torch not used"
     if not args.no_torch and not args.hlo_only:
@@ -745,6 +778,8 @@ def main(argv=None) -> dict:
             n_real = sum(math.prod(s) for s in shapes)
             log(f"{layout} N={n_real:.2e} ({len(shapes)} leaves)")
             todo = [c for c in cands if c.family != "torch" or not args.hlo_only]
+            if layout == "tree" and not args.hlo_only:
+                todo += [one_leaf(c) for c in todo if c.name in PER_LEAF]
             rounds = 0 if args.hlo_only else args.rounds
             times, infos, bad = measure(todo, shapes, rounds, rng, log)
             for b in bad:
@@ -753,7 +788,7 @@ def main(argv=None) -> dict:
                     results["skipped"].append(b)
             if args.hlo_only:
                 times = {k: [float("nan")] for k in infos}
-            summary = summarize(cands, times, infos, n_real, len(shapes), aa_pair)
+            summary = summarize(todo, times, infos, n_real, len(shapes), aa_pair)
             summary.update(layout=layout, n=n_real)
             if layout == "single":
                 single_medians[n] = {r["name"]: r["median_ms"] for r in summary["rows"]}

@@ -386,6 +386,9 @@ def rectify(
       the running maximum (it multiplies the inner's AMSGrad direction); the
       official package ignores the maximum there, ``pytorch-optimizer``'s
       ``ams_bound=True, rectify=True`` uses it -- and is what this reproduces.
+    - ``rectify(gdtx.scale_by_diffgrad(eps_root=1e-15))`` is ``pytorch-optimizer``'s
+      ``DiffGrad(rectify=True)`` exactly (its fallback step is ``m_t / bc1``, without
+      the friction, as here).
 
     Args:
       inner: an adaptive ``scale_by_*`` direction whose state holds ``mu``.

@@ -53,14 +53,15 @@ except ImportError:  # pragma: no cover - JAX without it: the plain gather is st
 def _all_gather(x: jax.Array, axis_name) -> jax.Array:
     """All-gathers ``x``, typed as replicated where the binding of the axis tracks that.
 
-    The invariant gather only exists under ``jax.shard_map``; any other binding
-    of the axis (``jax.vmap``, ``pmap``) refuses it at trace time and gets the
-    plain gather, which moves the same bytes.
+    The invariant gather is for ``jax.shard_map``, whose manual mesh names the
+    axis; any other binding (``jax.vmap``, ``pmap``) gets the plain gather, which
+    moves the same bytes.
     """
-    try:
+    names = tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
+    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+    if mesh is not None and all(name in mesh.axis_names for name in names):
         return _all_gather_invariant(x, axis_name)
-    except ValueError:
-        return jax.lax.all_gather(x, axis_name)
+    return jax.lax.all_gather(x, axis_name)
 
 
 _MAX_LEVELS = 32767  # codes in [0, 2s] must fit a 16-bit field
@@ -696,6 +697,53 @@ def _step_key(state_key, count, axis_name):
     return key if axis_name is None else jax.random.fold_in(key, _axis_index(axis_name))
 
 
+def _as_per_device(x, axis_name):
+    """Types a freshly made per-device value as varying over the axis inside shard_map.
+
+    Zeros built from replicated parameters are replicated to shard_map, but a
+    residual becomes per-device after one step; without the cast a ``lax.scan``
+    over steps sees its carry change type.
+    """
+    names = tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
+    t = jax.typeof(x)
+    mesh = getattr(getattr(t, "sharding", None), "mesh", None)
+    manual = getattr(t, "manual_axis_type", None)
+    if mesh is None or manual is None or not all(n in mesh.axis_names for n in names):
+        return x
+    missing = tuple(n for n in names if n not in manual.varying)
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+
+def _check_per_device(owner, updates, axis_name):
+    """Refuses gradients that ``jax.shard_map`` already knows to be equal on every device.
+
+    Under ``shard_map``, ``jax.grad`` with respect to replicated parameters
+    all-reduces the gradient in float32 in the backward pass, so a compressor
+    placed after it would compress the sum and save nothing.
+    """
+    names = tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
+    leaves = [x for x in jax.tree.leaves(updates) if getattr(x, "size", 0)]
+    if not leaves:
+        return
+    types = [jax.typeof(x) for x in leaves]
+    mesh = getattr(getattr(types[0], "sharding", None), "mesh", None)
+    manual = [getattr(t, "manual_axis_type", None) for t in types]
+    if mesh is None or any(m is None for m in manual):
+        return
+    if not all(name in mesh.axis_names for name in names):
+        return  # another binding of the axis (vmap): no replication types to read
+    if math.prod(jax.lax.axis_size(name) for name in names) == 1:
+        return
+    if not any(set(names) & set(m.varying) for m in manual):
+        raise ValueError(
+            f"{owner}: the updates are already the same on every device of {axis_name!r} "
+            "(replicated in shard_map's types): jax.grad with respect to replicated "
+            "parameters all-reduces the gradient in float32 before the compressor sees it. "
+            f"Differentiate with respect to jax.lax.pcast(params, {axis_name!r}, "
+            "to='varying') so that each device compresses its own gradient."
+        )
+
+
 def _gather_mean(compressor, payload, like, axis_name):
     """All-gathers every worker's payload, decodes each, and averages locally."""
     gathered = jax.tree.map(lambda a: _all_gather(a, axis_name), payload)
@@ -750,6 +798,13 @@ def compressed_mean(
     ``axis_name=None`` it is one worker: ``Dec(Enc(g))`` (a simulation).
 
     .. warning::
+      Under ``jax.shard_map``, ``jax.grad`` with respect to *replicated*
+      parameters already all-reduces the gradient (in float32, in the backward
+      pass), and compressing that sum saves nothing: differentiate with respect
+      to ``jax.lax.pcast(params, axis_name, to="varying")`` so that each device
+      holds its own gradient. ``update`` raises a ``ValueError`` when it is given
+      gradients that shard_map types as replicated over an axis of size > 1.
+
       Each worker's scale travels with its payload; TernGrad's paper instead
       shares one scale (the maximum over workers) before ternarizing. That needs
       an extra all-reduce and gives the same expectation; gdtx does not do it.
@@ -790,6 +845,8 @@ def compressed_mean(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        if axis_name is not None:
+            _check_per_device(owner, updates, axis_name)
         key = _step_key(state.key, state.count, axis_name)
         payload = compressor.compress(key, updates)
         if axis_name is None:
@@ -899,7 +956,7 @@ def error_feedback(
     def init_fn(params):
         zeros = dtypes.zeros_like_params(params, error_dtype)
         if axis_name is not None:
-            zeros = jax.tree.map(lambda z: z[None], zeros)
+            zeros = jax.tree.map(lambda z: _as_per_device(z[None], axis_name), zeros)
         return ErrorFeedbackState(
             count=jnp.zeros([], jnp.int32), key=jax.random.PRNGKey(seed), error=zeros
         )
@@ -910,6 +967,8 @@ def error_feedback(
         if axis_name is not None:
             error = jax.tree.map(functools.partial(_local_error, owner), error)
         validation.check_like_state(owner, updates, error)
+        if axis_name is not None:
+            _check_per_device(owner, updates, axis_name)
 
         def add(g, e):
             cdt = dtypes.compute_dtype(g, e)

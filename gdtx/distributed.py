@@ -131,14 +131,17 @@ def _ternary(g, dtype):
 
 
 def _vote_packed(g, axis_name):
-    # Two bits per coordinate, "votes +1" and "votes -1" (both clear: abstain), as one
-    # bit string of length 2n packed eight to a byte: ceil(n/4) bytes.
+    # Two bits per coordinate, "votes +1" then "votes -1" (both clear: abstain),
+    # interleaved and packed eight to a byte: ceil(n/4) bytes. Interleaving keeps a
+    # coordinate's bits together; concatenating the two bit planes instead made XLA
+    # on CPU materialise the unpacked planes (about 20x slower at 4M coordinates).
     flat = g.reshape(-1)
     n = flat.size
-    packed = jnp.packbits(jnp.concatenate([flat > 0, flat < 0]))
+    packed = jnp.packbits(jnp.stack([flat > 0, flat < 0], axis=-1).reshape(-1))
     gathered = _all_gather(packed, axis_name)  # (N, ceil(n/4)) bytes
-    counts = jnp.unpackbits(gathered, axis=-1, count=2 * n).astype(jnp.int32).sum(0)
-    return (counts[:n] - counts[n:]).reshape(g.shape)
+    planes = jnp.unpackbits(gathered, axis=-1, count=2 * n).reshape(-1, n, 2)
+    votes = planes[:, :, 0].astype(jnp.int32) - planes[:, :, 1].astype(jnp.int32)
+    return votes.sum(0).reshape(g.shape)
 
 
 def _zero_votes_up(shape, device_index):
@@ -186,8 +189,8 @@ def majority_vote(
     a tie gives 0. Only signs cross the wire, in one of these encodings:
 
     - ``"packed"``: two bits per coordinate (a "+1" bit and a "-1" bit; neither is
-      an abstention), ``ceil(n/4)`` bytes per leaf, exchanged with an all-gather and
-      counted locally;
+      an abstention), ``ceil(n/4)`` bytes per leaf of ``n``, exchanged with an
+      all-gather and counted locally;
     - ``"bits"``: one bit per coordinate (up or down), all-gathered. It cannot
       encode an abstention, so a **zero gradient votes up on device ``k`` at flat
       coordinate ``i`` iff ``k + i`` is even** (down otherwise). On an even number

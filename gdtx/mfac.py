@@ -106,7 +106,8 @@ def _default_memory_limit() -> int | None:
 def _check_window_fits(owner: str, m: int, params: Any, store_dtype, limit) -> None:
     leaves = jax.tree.leaves(params)
     nbytes = m * sum(
-        math.prod(p.shape) * jnp.dtype(store_dtype or p.dtype).itemsize for p in leaves
+        math.prod(p.shape) * jnp.dtype(p.dtype if store_dtype is None else store_dtype).itemsize
+        for p in leaves
     )
     limit = _default_memory_limit() if limit is None else limit
     if limit is not None and nbytes > limit:
@@ -212,7 +213,7 @@ def _scale_by_mfac(
     m = num_grads
 
     def store_dtype(p):
-        return dtypes.canonical_dtype(grads_dtype) or jnp.dtype(p.dtype)
+        return jnp.dtype(p.dtype) if grads_dtype is None else dtypes.canonical_dtype(grads_dtype)
 
     def init_fn(params):
         for p in jax.tree.leaves(params):

@@ -621,8 +621,9 @@ def _train_digits(data, aggregate, steps=300, per_device_batch=16, seed=0):
 
         def step(carry, batch):
             params, opt_state, agg_state = carry
-            grads = jax.grad(td.loss)(params, *batch)
-            grads, agg_state = aggregate.update(grads, agg_state)
+            # Per-device gradients: the grad of replicated params would be all-reduced.
+            local = jax.lax.pcast(params, "data", to="varying")
+            grads, agg_state = aggregate.update(jax.grad(td.loss)(local, *batch), agg_state)
             updates, opt_state = opt.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, agg_state), None
 
@@ -634,12 +635,14 @@ def _train_digits(data, aggregate, steps=300, per_device_batch=16, seed=0):
             run, mesh=mesh, in_specs=(P(), P(None, "data"), P(None, "data")), out_specs=P()
         )
     )
-    trained = fn(
+    args = (
         params,
         _sharded(mesh, jnp.asarray(xs), P(None, "data")),
         _sharded(mesh, jnp.asarray(ys), P(None, "data")),
     )
-    return float(td.accuracy(trained, data.x_test, data.y_test))
+    compiled = fn.lower(*args).compile()
+    accuracy = float(td.accuracy(compiled(*args), data.x_test, data.y_test))
+    return accuracy, hlo_collectives(compiled.as_text())
 
 
 def _pmean(axis_name):
@@ -651,9 +654,31 @@ def _pmean(axis_name):
 
 
 def test_qsgd_mean_learns_digits_as_well_as_the_uncompressed_mean(tiny_digits):
-    baseline = _train_digits(tiny_digits, _pmean("data"))
-    compressed = _train_digits(
+    baseline, base_ops = _train_digits(tiny_digits, _pmean("data"))
+    compressed, ops = _train_digits(
         tiny_digits, gdtx.compressed_mean(gdtx.qsgd(4, bucket_size=128, norm="max"), "data")
     )
     assert baseline > 0.9, baseline
     assert compressed >= baseline - 0.03, (compressed, baseline)
+    # Only the payloads cross the wire: no f32 all-reduce of the gradient slipped in.
+    assert {c.op for c in base_ops} == {"all-reduce"}, base_ops
+    assert {c.op for c in ops} == {"all-gather"}, ops
+    assert all(c.operand_bytes <= 4 * 17 for c in ops if "f32" in c.dtypes), ops
+
+
+def test_replicated_gradients_are_refused_under_shard_map():
+    """jax.grad of replicated params is already all-reduced: compressing it saves nothing."""
+    mesh = _mesh()
+    for tx in (
+        gdtx.compressed_mean(gdtx.qsgd(2), "data"),
+        gdtx.error_feedback(gdtx.scaled_sign(), axis_name="data"),
+    ):
+
+        def body(w, x, tx=tx):
+            grads = jax.grad(lambda w: jnp.sum((x[0] @ w) ** 2))(w)  # w replicated
+            return tx.update(grads, tx.init(grads))[0]
+
+        fn = jax.shard_map(body, mesh=mesh, in_specs=(P(), P("data")), out_specs=P())
+        x = _sharded(mesh, jnp.ones((8, 3, 4)), P("data"))
+        with pytest.raises(ValueError, match=r"pcast\(params, 'data', to='varying'\)"):
+            jax.jit(fn).lower(jnp.ones((4, 2)), x)

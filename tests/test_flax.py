@@ -33,16 +33,14 @@ def _per_example_loss(model, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(model(x), y)
 
 
-@pytest.mark.parametrize("method", ["salr", "salr_per_example", "sam"])
+# SAM through nnx.Optimizer is the doctest of gdtx.flax.nnx_grad_fn.
+@pytest.mark.parametrize("method", ["salr", "salr_per_example"])
 def test_nnx_model_trains_through_nnx_optimizer_in_nnx_jit(tiny_digits, method):
     from tests import tiny_digits as td
 
     xs, ys = td.batches(tiny_digits, 32, 60, seed=1)
     model = MLP(nnx.Rngs(0))
-    if method == "sam":
-        tx = gdtx.sam(optax.sgd(0.3), rho=0.05)
-    else:
-        tx = gdtx.salr(optax.sgd(0.3), every=2, per_example=method == "salr_per_example")
+    tx = gdtx.salr(optax.sgd(0.3), every=2, per_example=method == "salr_per_example")
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     @nnx.jit
@@ -51,9 +49,7 @@ def test_nnx_model_trains_through_nnx_optimizer_in_nnx_jit(tiny_digits, method):
             return _loss(m, x, y)
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)
-        if method == "sam":
-            extra = {"grad_fn": gdtx.flax.nnx_grad_fn(model, loss_fn)}
-        elif method == "salr":
+        if method == "salr":
             extra = {"value_fn": gdtx.flax.nnx_value_fn(model, loss_fn)}
         else:
             pe = gdtx.flax.nnx_value_fn(model, lambda m: _per_example_loss(m, x, y))
@@ -67,10 +63,9 @@ def test_nnx_model_trains_through_nnx_optimizer_in_nnx_jit(tiny_digits, method):
     assert all(np.isfinite(losses))
     assert after < 0.5 * before, (before, after)
     assert int(optimizer.step[...]) == len(xs)
-    if method != "sam":
-        state = optimizer.opt_state
-        assert int(state.history_count[...]) == len(xs) // 2
-        assert float(state.multiplier[...]) > 0
+    state = optimizer.opt_state
+    assert int(state.history_count[...]) == len(xs) // 2
+    assert float(state.multiplier[...]) > 0
 
 
 def test_nnx_value_fn_is_the_loss_and_does_not_touch_model_state():

@@ -1,10 +1,14 @@
 """Command-line entry point: ``gdtx-train --config ... --workdir ...``.
 
-Trains the digits CNN once per optimizer listed in the config and writes the
-comparison to the workdir; see ``gdtx.experiments.train``. Example::
+Trains the config's model (the digits CNN, the byte-level Transformer LM or
+a linear model: ``gdtx.experiments.tasks``) once per optimizer listed in the
+config and writes the comparison to the workdir; see ``gdtx.experiments.train``.
+Starting again with the same workdir resumes from its checkpoints. Examples::
 
   gdtx-train --config configs/default.py --workdir runs/default \\
       --config.num_steps=500
+  gdtx-train --config configs/char_lm.py --workdir runs/char_lm
+  gdtx-train --config configs/linear.py --workdir runs/linear
 
 This module imports only the standard library at import time, so that
 ``run()`` can explain a missing optional dependency instead of failing with
@@ -27,6 +31,7 @@ OPTIONAL_DEPENDENCIES = (
     "absl",
     "ml_collections",
     "flax",
+    "orbax",
     "sklearn",
     "matplotlib",
     "tqdm",
@@ -54,7 +59,12 @@ def _define_flags() -> None:
 
     if "workdir" in flags.FLAGS:
         return
-    flags.DEFINE_string("workdir", None, "Directory for results.json and curves.png.")
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "Directory for results.json, curves.png, summary.md and checkpoints/ "
+        "(a workdir with checkpoints of the same config resumes).",
+    )
     config_flags.DEFINE_config_file(
         "config",
         None,

@@ -192,6 +192,9 @@ def _make_evaluate(task: tasks.Task, graphdef: Any):
     return evaluate
 
 
+_CACHE: dict[str, Any] = {}
+
+
 def _checkpoint_manager(config, workdir: str, label: str):
     import orbax.checkpoint as ocp
 
@@ -219,12 +222,14 @@ def train_one(
     workdir: str,
     stop_after: int | None = None,
     evaluate: Callable[[Any, Any], tuple[jax.Array, jax.Array]] | None = None,
+    train_step: Callable[..., Any] | None = None,
 ) -> dict[str, Any] | None:
     """Trains a freshly initialised (or resumed) model with ``tx``; returns metrics & curves.
 
     ``stop_after`` stops after that step without returning metrics, as a
-    preemption would (tests use it to check resumption). ``evaluate`` may be
-    shared between optimizers (see ``_make_evaluate``) to compile it once.
+    preemption would (tests use it to check resumption). ``evaluate`` (see
+    ``_make_evaluate``) and ``train_step`` (``_make_functions``) may be passed in
+    to reuse compiled functions.
     """
     import orbax.checkpoint as ocp
 
@@ -235,7 +240,8 @@ def train_one(
     opt_state = tx.init(params)
     key = jax.random.key_data(jax.random.key(config.seed))
     sampler = task.make_sampler()
-    train_step = _make_functions(task, graphdef, tx)
+    if train_step is None:
+        train_step = _make_functions(task, graphdef, tx)
     if evaluate is None:
         evaluate = _make_evaluate(task, graphdef)
 
@@ -457,7 +463,22 @@ def train_and_evaluate(
     # Build every optimizer first so that a typo fails before any training.
     labels = _labels(config.optimizers)
     txs = [build_optimizer(c) for c in config.optimizers]
-    task = tasks.make_task(config)
+    # Runs of the same config in one process (a resumed run, tests, notebooks)
+    # reuse the task and the compiled functions of the previous run; only the
+    # latest config is kept.
+    cache_key = json.dumps(_comparable(json.loads(config.to_json())), sort_keys=True)
+    if _CACHE.get("key") != cache_key:
+        _CACHE.clear()
+        task = tasks.make_task(config)
+        graphdef, _ = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
+        _CACHE.update(
+            key=cache_key,
+            task=task,
+            graphdef=graphdef,
+            evaluate=_make_evaluate(task, graphdef),
+            train_steps=[_make_functions(task, graphdef, tx) for tx in txs],
+        )
+    task = _CACHE["task"]
 
     results: dict[str, Any] = {
         # to_dict() leaves the ConfigDicts inside config.optimizers unconverted.
@@ -475,11 +496,18 @@ def train_and_evaluate(
         "num_test_examples": task.num_test,
         "optimizers": {},
     }
-    graphdef, _ = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
-    evaluate = _make_evaluate(task, graphdef)
-    for label, opt_config, tx in zip(labels, config.optimizers, txs, strict=True):
+    for label, opt_config, tx, train_step in zip(
+        labels, config.optimizers, txs, _CACHE["train_steps"], strict=True
+    ):
         metrics = train_one(
-            config, label, tx, task, workdir, stop_after=stop_after, evaluate=evaluate
+            config,
+            label,
+            tx,
+            task,
+            workdir,
+            stop_after=stop_after,
+            evaluate=_CACHE["evaluate"],
+            train_step=train_step,
         )
         if metrics is None:
             continue

@@ -27,9 +27,13 @@ from gdtx.experiments import configs, data, train  # noqa: E402
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 TIMINGS = ("wall_time_s", "compile_time_s", "steps_per_sec", "resumed_from_step")
 
-pytestmark = pytest.mark.skipif(
-    jax.default_backend() != "cpu", reason="bit-identical runs are checked on CPU"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        jax.default_backend() != "cpu", reason="bit-identical runs are checked on CPU"
+    ),
+    # One worker runs the module, so the uninterrupted runs (module fixtures) are shared.
+    pytest.mark.xdist_group("resume"),
+]
 
 
 def _digits_config():

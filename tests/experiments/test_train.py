@@ -23,6 +23,9 @@ pytest.importorskip("sklearn")
 
 from gdtx.experiments import main, train  # noqa: E402
 
+# One worker runs the module, so the shared run (a session fixture) is trained once.
+pytestmark = pytest.mark.xdist_group("train")
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_PATH = REPO_ROOT / "configs" / "default.py"
 

@@ -25,6 +25,9 @@ eps=1e-8`` unless said; worst error with the README's metric, tolerance 1e-6):
   (wd 1e-2) -> ``weight_decay=1e-2`` (2e-14); ``_fixed_decay`` (wd 1e-3, fixed_decay) ->
   ``weight_decay_mode="fixed"`` (1e-14); ``_l2`` (wd 1e-2, weight_decouple=False) ->
   ``weight_decay_mode="l2"`` (1e-15).
+* ``diffgrad_kozistr_rectify`` (rectify=True) -> ``chain(rectify(scale_by_diffgrad(
+  eps_root=1e-15)), scale_by_learning_rate(1e-2))``, recorded as the ``gdtx`` name
+  ``"rectify(scale_by_diffgrad)"``.
 * ``diffgrad_jettify_default`` -> ``diffgrad(eps_root=0)`` (1e-15); ``_l2`` (wd 1e-2, the
   package's only decay) -> ``weight_decay_mode="l2"`` (4e-16).
 * ``radam_torch_default`` -> ``radam()`` (1e-15); ``_eps0`` -> ``radam(eps=0)`` (2e-15);
@@ -91,6 +94,11 @@ def cases():
     diffgrad("kozistr_l2", "kozistr", 1e-15, wd=1e-2, mode="l2", weight_decouple=False)
     diffgrad("jettify_default", "jettify", 0.0)
     diffgrad("jettify_l2", "jettify", 0.0, wd=1e-2, mode="l2")
+    # pytorch-optimizer's rectified diffGrad is gdtx.rectify around scale_by_diffgrad.
+    options = {"eps": 1e-8, "weight_decay": 0.0, "rectify": True}
+    kw = {"b1": B1, "b2": B2, "eps": 1e-8, "eps_root": 1e-15}
+    alias = "rectify(scale_by_diffgrad)"
+    out.append(("diffgrad_kozistr_rectify", "kozistr", "DiffGrad", options, alias, kw, "", kw))
 
     def radam(name, impl, eps=1e-8, wd=0.0, mode="decoupled", sgd=True, mapped=True, **options):
         options = {"eps": eps, "weight_decay": wd, **options}

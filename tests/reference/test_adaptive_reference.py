@@ -12,7 +12,8 @@ ones: wrapped around ``optax.scale_by_adam`` it is ``optax.radam`` exactly and
 ``torch.optim.RAdam`` exactly at ``eps = 0`` (not at ``eps = 1e-8``: the ``eps``
 placement differs); wrapped around ``gdtx.scale_by_belief`` it is the official
 rectified AdaBelief within 1e-6 at ``eps = 1e-16`` (not at ``1e-8``), and with
-``amsgrad=True`` it is ``pytorch-optimizer``'s ``ams_bound`` + ``rectify``.
+``amsgrad=True`` it is ``pytorch-optimizer``'s ``ams_bound`` + ``rectify``; wrapped around
+``gdtx.scale_by_diffgrad`` it is ``pytorch-optimizer``'s ``DiffGrad(rectify=True)``.
 """
 
 from __future__ import annotations
@@ -47,10 +48,22 @@ MAPPED = [n for n in ALL if _config(n)["gdtx_kwargs"] is not None]
 UNMAPPED = [n for n in ALL if _config(n)["gdtx_kwargs"] is None]
 
 
+def _rectified_diffgrad(learning_rate, *, b1, b2, eps, eps_root):
+    inner = gdtx.scale_by_diffgrad(b1, b2, eps, eps_root)
+    return _with_lr(gdtx.rectify(inner, b1=b1, b2=b2), learning_rate)
+
+
+_BUILDERS = {
+    "diffgrad": gdtx.diffgrad,
+    "radam": gdtx.radam,
+    "rectify(scale_by_diffgrad)": _rectified_diffgrad,
+}
+
+
 def _gdtx(fx: dict, **overrides) -> optax.GradientTransformation:
     cfg = fx["config"]
     kwargs = {**(cfg["gdtx_kwargs"] or cfg["nearest_gdtx_kwargs"]), **overrides}
-    return getattr(gdtx, cfg["gdtx"])(cfg["lr"], **kwargs)
+    return _BUILDERS[cfg["gdtx"]](cfg["lr"], **kwargs)
 
 
 def _error(fx: dict, tx: optax.GradientTransformation) -> tuple[float, str, int]:
@@ -65,8 +78,8 @@ def _describe(fx: dict, err) -> str:
     )
 
 
-def _with_lr(direction: optax.GradientTransformation) -> optax.GradientTransformation:
-    return optax.chain(direction, optax.scale_by_learning_rate(LR))
+def _with_lr(direction: optax.GradientTransformation, lr=LR) -> optax.GradientTransformation:
+    return optax.chain(direction, optax.scale_by_learning_rate(lr))
 
 
 # ----------------------------------------------------------------------------
@@ -74,7 +87,7 @@ def _with_lr(direction: optax.GradientTransformation) -> optax.GradientTransform
 
 
 def test_fixtures_are_discovered():
-    assert len(_names("diffgrad")) == 6 and len(_names("radam")) == 7, ALL
+    assert len(_names("diffgrad")) == 7 and len(_names("radam")) == 7, ALL
     assert {_config(n)["impl"] for n in ALL} == {"torch", "kozistr", "jettify"}
 
 
@@ -86,7 +99,7 @@ def test_fixture_is_well_formed(name):
     for k in LEAVES:
         assert fx["grads"][k].dtype == np.float64 and fx["params"][k].dtype == np.float64
         assert np.all(np.isfinite(fx["params"][k]))
-    assert fx["config"]["gdtx"] in ("diffgrad", "radam")
+    assert fx["config"]["gdtx"] in _BUILDERS
     assert fx["config"]["lr"] == LR
 
 
@@ -270,6 +283,16 @@ def test_rectified_belief_is_not_official_rectified_adabelief_at_eps_1e_8():
     fx = _load("official_rectify_eps1e-8")
     inner = gdtx.scale_by_belief(eps=1e-8, eps_root=1e-8)
     _assert_fails(fx, _with_lr(gdtx.rectify(inner)), "eps placement at eps=1e-8")
+
+
+def test_rectified_diffgrad_needs_the_rectification():
+    # The fixture's match (test_gdtx_reproduces_reference) is not vacuous: plain
+    # diffGrad, or the wrapper without its momentum fallback, is far from it.
+    fx = _load("diffgrad_kozistr_rectify")
+    kw = fx["config"]["gdtx_kwargs"]
+    _assert_fails(fx, gdtx.diffgrad(LR, **kw), "no rectification")
+    inner = gdtx.scale_by_diffgrad(**kw)
+    _assert_fails(fx, _with_lr(gdtx.rectify(inner, degenerated_to_sgd=False)), "no fallback")
 
 
 def test_rectified_amsgrad_belief_is_kozistr_not_official():
