@@ -70,6 +70,12 @@ def check_dtype(owner: str, name: str, value: Any) -> None:
     """Raises ``ValueError`` unless ``value`` is None or a floating/complex dtype."""
     if value is None:
         return
+    if isinstance(value, jax.Array | np.ndarray):
+        # optax.inject_hyperparams turns a dtype given as a class into an array
+        # when it is not listed in static_args: say so instead of JAX's warning.
+        _fail(
+            owner, name, "a dtype, not an array (list it in inject_hyperparams' static_args)", value
+        )
     try:
         dtype = jnp.dtype(value)
     except TypeError:

@@ -89,3 +89,8 @@ def test_check_like_state_names_the_path_and_both_shapes():
         validation.check_like_state("owner", {"a": jnp.ones(3), "b": (jnp.ones((2, 3)),)}, state)
     with pytest.raises(ValueError, match="tree does not match"):
         validation.check_like_state("owner", {"a": jnp.ones(3)}, state)
+
+
+def test_check_dtype_explains_a_dtype_turned_into_an_array():
+    with pytest.raises(ValueError, match=r"`mu_dtype` must be a dtype, not an array .*static_args"):
+        validation.check_dtype("owner", "mu_dtype", jnp.asarray(1.0))
