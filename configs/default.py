@@ -50,7 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
     # The optimizers compared side by side, in this order. `name` is a key of
     # `OPTIMIZERS` in gdtx/experiments/train.py, or "gdtx.<alias>" /
     # "optax.<alias>"; an entry may add `kwargs` (a dict passed to the
-    # factory) and a `label` (its name in the results). 1e-3 is the default learning
+    # factory; a wrapper such as "gdtx.sam" takes `kwargs.inner`, a dict
+    # naming the wrapped optimizer) and a `label` (its name in the results).
+    # Extra arguments an optimizer declares (value_fn, grad_fn, grad_variance,
+    # ...) are supplied by the training step. 1e-3 is the default learning
     # rate of both papers (Adam: Kingma & Ba 2015; AdaBelief: Zhuang et al.
     # 2020), so neither optimizer is tuned in the other's favour.
     config.optimizers = [

@@ -229,7 +229,9 @@ class QSGD(Compressor):
         return next(w for w in (2, 4, 8, 16) if w >= needed)
 
     def _num_buckets(self, n: int) -> int:
-        return 1 if self.bucket_size is None or n == 0 else -(-n // self.bucket_size)
+        if n == 0:
+            return 0
+        return 1 if self.bucket_size is None else -(-n // self.bucket_size)
 
     def _compress_leaf(self, key, x):
         cdt = dtypes.compute_dtype(x)
@@ -829,7 +831,7 @@ def compressed_mean(
       >>> grads = jnp.array([[1.0, -2.0], [1.0, 0.0], [3.0, 1.0], [-1.0, -1.0]])
       >>> state = tx.init(grads[0])
       >>> updates, _ = jax.vmap(lambda g: tx.update(g, state), axis_name="workers")(grads)
-      >>> bool((updates == updates[0]).all())
+      >>> bool((updates == updates[:1]).all())
       True
 
     References:

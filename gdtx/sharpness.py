@@ -46,13 +46,6 @@ from gdtx._core import dtypes, extra_args, validation
 _NO_PARAMS = "{owner} needs the current parameters: call `update(updates, state, params, ...)`."
 
 
-def _check_integer(owner: str, name: str, value: Any, minimum: int) -> None:
-    """Raises ``ValueError`` unless a concrete ``value`` is an integer >= ``minimum``."""
-    x = validation.concrete_value(value)
-    if isinstance(value, bool) or (x is not None and not (x == int(x) and x >= minimum)):
-        raise ValueError(f"{owner}: `{name}` must be an integer >= {minimum}, got {value!r}.")
-
-
 def _check_inner(owner: str, inner: Any) -> optax.GradientTransformationExtraArgs:
     if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
         raise TypeError(f"{owner}: `inner` must be an optax transformation, got {inner!r}.")
@@ -154,8 +147,8 @@ def sharpness_estimate(
       Official code: https://github.com/UMDataScienceLab/SALR
     """
     owner = "gdtx.sharpness_estimate"
-    _check_integer(owner, "ascent_steps", ascent_steps, 0)
-    _check_integer(owner, "descent_steps", descent_steps, 0)
+    validation.check_integer(owner, "ascent_steps", ascent_steps, 0)
+    validation.check_integer(owner, "descent_steps", descent_steps, 0)
     validation.check_positive(owner, "step_size", step_size)
     if per_example:
 
@@ -397,11 +390,11 @@ def salr(
     """
     owner = "gdtx.salr"
     inner = _check_inner(owner, inner)
-    _check_integer(owner, "ascent_steps", ascent_steps, 0)
-    _check_integer(owner, "descent_steps", descent_steps, 0)
+    validation.check_integer(owner, "ascent_steps", ascent_steps, 0)
+    validation.check_integer(owner, "descent_steps", descent_steps, 0)
     validation.check_positive(owner, "step_size", step_size)
-    _check_integer(owner, "every", every, 1)
-    _check_integer(owner, "history", history, 1)
+    validation.check_integer(owner, "every", every, 1)
+    validation.check_integer(owner, "history", history, 1)
     if max_multiplier is not None:
         validation.check_positive(owner, "max_multiplier", max_multiplier)
     if dead_band is not None:

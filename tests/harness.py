@@ -16,9 +16,14 @@ def grads(problem, params):
     return jax.grad(problem.loss)(params)
 
 
-def update(case: Case, tx, grads, state, params, **more):
-    """``tx.update`` with the row's extra args, under its mesh axis if it needs one."""
-    extra = {**case.extra_args(params, grads), **more}
+def update(case: Case, tx, grads, state, params, *, loss, **more):
+    """``tx.update`` with the row's extra args, under its mesh axis if it needs one.
+
+    ``loss`` is the battery problem's objective (``loss(params) -> scalar``): rows
+    whose transformation re-evaluates it (``value_fn``, ``grad_fn``) build their
+    extra arguments from it.
+    """
+    extra = {**case.extra_args(loss, params, grads), **more}
     if case.axis_name is None:
         return tx.update(grads, state, params, **extra)
     mesh = jax.make_mesh((1,), (case.axis_name,), devices=jax.devices()[:1])
@@ -34,7 +39,7 @@ def run(case: Case, tx, problem, num_steps: int = NUM_STEPS):
 
     def step(carry, _):
         params, state = carry
-        updates, state = update(case, tx, grads(problem, params), state, params)
+        updates, state = update(case, tx, grads(problem, params), state, params, loss=problem.loss)
         return (optax.apply_updates(params, updates), state), None
 
     @jax.jit

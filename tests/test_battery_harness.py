@@ -28,7 +28,7 @@ def test_rows_with_an_axis_name_run_under_that_axis():
     )
     grads = {"w": jnp.arange(3.0)}
     tx = case.make()
-    updates, _ = harness.update(case, tx, grads, tx.init(grads), grads)
+    updates, _ = harness.update(case, tx, grads, tx.init(grads), grads, loss=None)
     assert jnp.array_equal(updates["w"], grads["w"])  # one device: psum is the identity
 
 
@@ -54,11 +54,11 @@ def test_row_extra_args_reach_update():
         factory=factory,
         kwargs={},
         required_extra_args=frozenset({"value"}),
-        extra_args=lambda params, grads: {"value": 2.0},
+        extra_args=lambda loss, params, grads: {"value": 2.0},
     )
     grads = {"w": jnp.ones(2)}
     tx = case.make()
-    updates, _ = harness.update(case, tx, grads, tx.init(grads), grads)
+    updates, _ = harness.update(case, tx, grads, tx.init(grads), grads, loss=None)
     assert jnp.array_equal(updates["w"], 2.0 * grads["w"])
 
 

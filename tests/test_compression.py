@@ -13,7 +13,9 @@ known mutant (rounding up with probability 1 - p) still scores z in the hundreds
 
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -682,3 +684,85 @@ def test_replicated_gradients_are_refused_under_shard_map():
         x = _sharded(mesh, jnp.ones((8, 3, 4)), P("data"))
         with pytest.raises(ValueError, match=r"pcast\(params, 'data', to='varying'\)"):
             jax.jit(fn).lower(jnp.ones((4, 2)), x)
+
+
+# --- two real processes on loopback ---------------------------------------------------------------
+
+_WORKER = """
+import json, pathlib, sys
+port, pid, out = int(sys.argv[1]), int(sys.argv[2]), pathlib.Path(sys.argv[3])
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(
+    coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid,
+    initialization_timeout=60,
+)
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+import gdtx
+assert jax.device_count() == 4 and jax.local_device_count() == 2
+mesh = jax.make_mesh((4,), ("data",))
+grads = np.random.default_rng(7).normal(size=(4, 37)).astype(np.float32)
+sharding = NamedSharding(mesh, P("data"))
+local = grads[2 * pid : 2 * pid + 2]
+global_grads = jax.make_array_from_process_local_data(sharding, local, grads.shape)
+tx = gdtx.compressed_mean(gdtx.qsgd(3, bucket_size=16, norm="max"), "data", seed=5)
+state = tx.init(grads[0])
+specs = dict(in_specs=(P("data"), P()), out_specs=(P(), P()))
+fn = jax.jit(jax.shard_map(lambda g, s: tx.update(g[0], s), mesh=mesh, **specs))
+outs = []
+for _ in range(2):
+    u, state = fn(global_grads, state)
+    outs.append(np.asarray(u.addressable_data(0)).tolist())
+(out / f"qsgd_{pid}.json").write_text(json.dumps(outs))
+jax.distributed.shutdown()
+"""
+
+
+@pytest.mark.xdist_group("multiprocess_vote")
+def test_two_processes_average_qsgd_like_one(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    worker = tmp_path / "qsgd_worker.py"
+    worker.write_text(_WORKER)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parents[1])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(worker), str(port), str(pid), str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for pid in range(2)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=120)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out[-3000:]
+    results = [json.loads((tmp_path / f"qsgd_{pid}.json").read_text()) for pid in range(2)]
+    np.testing.assert_array_equal(results[0], results[1])
+    # The same four gradients on four devices of this process, with the same keys.
+    grads = np.random.default_rng(7).normal(size=(4, 37)).astype(np.float32)
+    mesh = jax.make_mesh((4,), ("data",), devices=jax.devices()[:4])
+    tx = gdtx.compressed_mean(gdtx.qsgd(3, bucket_size=16, norm="max"), "data", seed=5)
+    fn, sharded = _dp_update(mesh, tx, jnp.asarray(grads), tx.init(jnp.asarray(grads[0])))
+    state = tx.init(jnp.asarray(grads[0]))
+    for step in range(2):
+        single, state = fn(sharded, state)
+        np.testing.assert_allclose(results[0][step], np.asarray(single), rtol=1e-6, atol=1e-7)

@@ -90,3 +90,26 @@ def test_docs_build_strict(tmp_path):
     assert (site / "api" / "belief" / "index.html").exists()
     assert "scale_by_belief" in (site / "api" / "belief" / "index.html").read_text()
     assert (site / "notebooks" / "quick_tour" / "index.html").exists()
+
+
+def test_rst_docstrings_become_markdown():
+    path = ROOT / "docs" / "scripts" / "griffe_rst.py"
+    spec = importlib.util.spec_from_file_location("griffe_rst", path)
+    if importlib.util.find_spec("griffe") is None:
+        pytest.skip("griffe (docs extra) is not installed")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = (
+        "Scales by :func:`scale_by_belief` with ``eps``:\n\n"
+        ".. math::\n\n  u = m / (\\sqrt{s} + \\epsilon),\n\n"
+        "Args:\n  eps: see `Zhuang et al <https://arxiv.org/abs/2010.07468>`_.\n\n"
+        "    .. warning::\n      keep ``eps == eps_root``.\n\n"
+        "Returns:\n  a transformation."
+    )
+    assert module.rst_to_markdown(text) == (
+        "Scales by `scale_by_belief` with `eps`:\n\n"
+        "$$\nu = m / (\\sqrt{s} + \\epsilon),\n$$\n\n"
+        "Args:\n  eps: see [Zhuang et al](https://arxiv.org/abs/2010.07468).\n\n"
+        "    !!! warning\n        keep `eps == eps_root`.\n\n"
+        "Returns:\n  a transformation."
+    )

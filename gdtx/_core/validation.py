@@ -59,6 +59,16 @@ def check_decay(owner: str, name: str, value: Any) -> None:
         _fail(owner, name, "in [0, 1)", value)
 
 
+def check_integer(owner: str, name: str, value: Any, minimum: int) -> None:
+    """Raises ``ValueError`` unless a concrete ``value`` is an integer >= ``minimum``.
+
+    Booleans are rejected: ``True`` is an int to Python but never a count.
+    """
+    x = concrete_value(value)
+    if isinstance(value, bool) or (x is not None and not (x == int(x) and x >= minimum)):
+        _fail(owner, name, f"an integer >= {minimum}", value)
+
+
 def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> None:
     """Raises ``ValueError`` unless ``value`` is one of ``choices``."""
     choices = tuple(choices)

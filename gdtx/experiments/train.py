@@ -25,6 +25,7 @@ NamedTuples (see ``gdtx.checkpoint``).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import platform
@@ -82,8 +83,28 @@ def _resolve(name: str) -> Factory:
 def make_optimizer(
     name: str, learning_rate: float, kwargs: dict[str, Any] | None = None
 ) -> optax.GradientTransformation:
-    """Builds ``name`` (a key of ``OPTIMIZERS``, or ``gdtx.X`` / ``optax.X``)."""
-    return _resolve(name)(learning_rate, **(kwargs or {}))
+    """Builds ``name`` (a key of ``OPTIMIZERS``, or ``gdtx.X`` / ``optax.X``).
+
+    A wrapper whose first argument is ``inner`` (``gdtx.sam``, ``gdtx.salr``)
+    takes the wrapped optimizer from ``kwargs["inner"]``, itself a dict with a
+    ``name``, an optional ``learning_rate`` (default: this one) and optional
+    ``kwargs``; e.g. ``{"name": "gdtx.sam", "learning_rate": 0.1, "kwargs":
+    {"rho": 0.05, "inner": {"name": "sgd"}}}``.
+    """
+    factory = _resolve(name)
+    kwargs = dict(kwargs or {})
+    params = list(inspect.signature(factory).parameters)
+    if params[:1] == ["inner"]:
+        if "inner" not in kwargs:
+            raise ValueError(f"Optimizer {name!r} wraps another: give kwargs.inner.")
+        inner = dict(kwargs.pop("inner"))
+        return factory(
+            make_optimizer(
+                inner["name"], inner.get("learning_rate", learning_rate), inner.get("kwargs")
+            ),
+            **kwargs,
+        )
+    return factory(learning_rate, **kwargs)
 
 
 # Extra arguments the training step can hand to ``tx.update`` when an

@@ -94,3 +94,11 @@ def test_check_like_state_names_the_path_and_both_shapes():
 def test_check_dtype_explains_a_dtype_turned_into_an_array():
     with pytest.raises(ValueError, match=r"`mu_dtype` must be a dtype, not an array .*static_args"):
         validation.check_dtype("owner", "mu_dtype", jnp.asarray(1.0))
+
+
+def test_check_integer():
+    validation.check_integer("owner", "steps", 3, 0)
+    validation.check_integer("owner", "steps", 3.0, 1)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match=r"owner: `steps` must be an integer >= 0, got"):
+            validation.check_integer("owner", "steps", bad, 0)

@@ -85,3 +85,51 @@ def test_char_lm_corpus_ships_with_python():
     assert 300_000 < len(tokens) < 2_000_000
     text = tokens[:200_000].tobytes().decode("utf-8", errors="ignore")
     assert "assignment" in text.lower()
+
+
+def _linear_config(optimizers):
+    config = configs.load(CONFIG_DIR / "linear.py").get_config()
+    config.update(num_steps=30, eval_every=30, progress_bar=False)
+    config.optimizers = optimizers
+    config.lock()
+    return config
+
+
+def test_optimizers_with_extra_arguments_train(tmp_path):
+    """The loop supplies grad_variance (SVAG), value_fn (SALR) and grad_fn (SAM)."""
+    import ml_collections
+
+    entries = [
+        {"name": "sgd", "learning_rate": 0.3},
+        {"name": "gdtx.svag", "learning_rate": 0.3},
+        {"name": "gdtx.salr", "learning_rate": 0.3, "kwargs": {"inner": {"name": "sgd"}}},
+        {
+            "name": "gdtx.sam",
+            "learning_rate": 0.3,
+            "kwargs": {"rho": 0.05, "inner": {"name": "sgd"}},
+        },
+    ]
+    config = _linear_config([ml_collections.ConfigDict(e) for e in entries])
+    results = train.train_and_evaluate(config, str(tmp_path))
+    losses = {label: r["final_train_loss"] for label, r in results["optimizers"].items()}
+    start = results["optimizers"]["sgd"]["curves"]["train_loss"][0]
+    assert all(v < start for v in losses.values()), losses
+    # Each wrapper changes the trajectory (the extra argument was used).
+    assert len(set(losses.values())) == len(losses), losses
+
+
+def test_an_extra_argument_the_loop_cannot_supply_fails_early(tmp_path, monkeypatch):
+    import ml_collections
+    import optax
+
+    from gdtx._core import extra_args
+
+    monkeypatch.setitem(
+        train.OPTIMIZERS, "needs_hessian", lambda lr: extra_args.declare(optax.sgd(lr), ["hvp"])
+    )
+    config = _linear_config(
+        [ml_collections.ConfigDict({"name": "needs_hessian", "learning_rate": 0.1})]
+    )
+    with pytest.raises(ValueError, match="hvp"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "results.json").exists()

@@ -23,7 +23,8 @@ class Case:
       static_args: arguments ``optax.inject_hyperparams`` must not trace
         (booleans, strings, integers that fix shapes).
       required_extra_args: what ``gdtx.required_extra_args`` must report.
-      extra_args: builds the extra arguments for ``update`` from ``(params, grads)``.
+      extra_args: builds the extra arguments for ``update`` from ``(loss, params, grads)``,
+        where ``loss(params) -> scalar`` is the battery problem being solved.
       dtype_knobs: knob name -> names of the state fields it sets.
       supports_complex: whether the complex parabola must converge too.
       axis_name: the named mesh axis the update needs, if any (run under a
@@ -40,7 +41,7 @@ class Case:
     rosenbrock_skip: str = ""
     static_args: tuple[str, ...] = ()
     required_extra_args: frozenset[str] = frozenset()
-    extra_args: Callable[[Any, Any], Mapping[str, Any]] = lambda params, grads: {}
+    extra_args: Callable[[Any, Any, Any], Mapping[str, Any]] = lambda loss, params, grads: {}
     dtype_knobs: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     supports_complex: bool = False
     axis_name: str | None = None

@@ -1,42 +1,24 @@
 """Registry rows for the sharpness family (gdtx.sharpness): SALR, SAM, ASAM.
 
-The rows need the battery problem's loss to build ``value_fn`` / ``grad_fn``,
-but a row's ``extra_args(params, grads)`` builder is not told which problem is
-running. It recognises the problem by the parameters' tree structure, which is
-distinct for every battery problem; anything else (the sharding check's
-parameters) gets the sum of squares that check differentiates.
+The rows build ``value_fn`` / ``grad_fn`` from the loss of the battery problem
+being solved (the first argument of a row's ``extra_args`` builder).
 """
 
 import jax
-import jax.numpy as jnp
 import optax
 
 import gdtx
-from tests import problems
 from tests.registry.case import Case
 
 
-def _sum_of_squares(params):
-    return sum(jnp.sum(jnp.abs(p) ** 2) for p in jax.tree.leaves(params))
+def _value_fn(loss, params, grads):
+    del params, grads
+    return {"value_fn": loss}
 
 
-def _loss_for(params):
-    structure = jax.tree.structure(params)
-    for make in (problems.parabola, problems.rosenbrock):
-        problem = make()
-        if jax.tree.structure(problem.initial) == structure:
-            return problem.loss
-    return _sum_of_squares
-
-
-def _value_fn(params, grads):
-    del grads
-    return {"value_fn": _loss_for(params)}
-
-
-def _grad_fn(params, grads):
-    del grads
-    return {"grad_fn": jax.grad(_loss_for(params))}
+def _grad_fn(loss, params, grads):
+    del params, grads
+    return {"grad_fn": jax.grad(loss)}
 
 
 def salr_sgd(

@@ -12,10 +12,10 @@ _WD_INVALID = (
 )
 
 
-def _svag_extra_args(params, grads):
+def _svag_extra_args(loss, params, grads):
     # A gradient noise of half the squared signal: gamma = 2/3 everywhere, so SVAG
     # converges like SGD with a smaller step (a constant variance would stall it).
-    del params
+    del loss, params
     return {"grad_variance": jax.tree.map(lambda g: 0.5 * g * g, grads)}
 
 
