@@ -3,7 +3,7 @@
 
 WORKDIR ?= runs/default
 
-.PHONY: demo test test-slow constraints clean
+.PHONY: demo test test-slow docs constraints clean
 
 ## Quick start 1: install gdtx with its examples and run the digits comparison.
 demo:
@@ -17,6 +17,10 @@ test:
 test-slow:
 	python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e ".[test]" && .venv/bin/python -m pytest -n auto -m slow --durations=20
 
+## The documentation site, built offline into site/ (strict: any warning fails the build).
+docs:
+	python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e ".[docs]" && NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+
 ## Re-pin constraints.txt from a fresh resolution (after a deliberate upgrade).
 constraints:
 	python3 -m venv .venv && .venv/bin/pip install -q -U -e ".[dev]"
@@ -24,4 +28,4 @@ constraints:
 	mv constraints.new constraints.txt
 
 clean:
-	rm -rf .venv runs build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf .venv runs site build dist *.egg-info .pytest_cache .hypothesis

@@ -174,7 +174,7 @@ def _jax_candidate(
     reads: int,
     writes: int,
     *,
-    extra_args: Callable[[Any, Any], dict] | None = None,
+    extra_args: Callable[[Any, Any], dict] | None = None,  # (params, grads) -> extra
     axis_name: str | None = None,
     min_state_arrays: int | None = None,
 ) -> Candidate:
@@ -245,6 +245,32 @@ def _state_names(reads, writes) -> set[str]:
     return {x for x in (*reads, *writes) if x not in ("grad", "param") and "[slot]" not in x}
 
 
+def _quadratic(params):
+    """The loss handed to rows that re-evaluate it (``value_fn``, ``grad_fn``)."""
+    return 0.5 * sum(jnp.sum(x * x) for x in jax.tree.leaves(params))
+
+
+def _extra_args_builder(case) -> Callable[[Any, Any], dict]:
+    """``(params, grads) -> extra args`` from the row's builder.
+
+    The registry's builder takes ``(loss, params, grads)``, where ``loss`` is the problem being
+    solved; here that is a quadratic, whose gradient pass costs one read of the params. Older
+    rows took ``(params, grads)``; both are accepted.
+    """
+    builder = case.extra_args
+    try:
+        positional = [
+            p
+            for p in inspect.signature(builder).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        positional = [None] * 3
+    if len(positional) >= 3:
+        return lambda params, grads: builder(_quadratic, params, grads)
+    return builder
+
+
 def registry_candidates(only: re.Pattern | None) -> tuple[list[Candidate], list[str]]:
     """One candidate per registry row, plus the optax function of the same name."""
     from tests.registry import ALL_CASES
@@ -255,11 +281,11 @@ def registry_candidates(only: re.Pattern | None) -> tuple[list[Candidate], list[
         if only and not only.search(name):
             continue
         reads, writes = len(case.reads), len(case.writes)
-        extra = case.extra_args if case.required_extra_args else None
+        extra = _extra_args_builder(case)
         if case.required_extra_args:
             try:
                 probe = jnp.zeros((3,))
-                got = case.extra_args(probe, probe)
+                got = extra(probe, probe)
                 missing = set(case.required_extra_args) - set(got)
                 if missing:
                     skipped.append(f"{name}: its extra_args builder gives no {sorted(missing)}")

@@ -50,6 +50,23 @@ except ImportError:  # pragma: no cover - JAX without it: the plain gather is st
     _all_gather_invariant = jax.lax.all_gather
 
 
+def _names(axis_name) -> tuple:
+    return tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
+
+
+def _in_shard_map(x: Any, axis_name) -> bool:
+    """Whether ``axis_name`` is a manual axis of ``x``'s mesh, i.e. bound by ``jax.shard_map``."""
+    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+    if mesh is None:
+        return False
+    manual = {
+        name
+        for name, kind in zip(mesh.axis_names, mesh.axis_types, strict=True)
+        if kind == jax.sharding.AxisType.Manual
+    }
+    return all(name in manual for name in _names(axis_name))
+
+
 def _all_gather(x: jax.Array, axis_name) -> jax.Array:
     """All-gathers ``x``, typed as replicated where the binding of the axis tracks that.
 
@@ -57,9 +74,7 @@ def _all_gather(x: jax.Array, axis_name) -> jax.Array:
     axis; any other binding (``jax.vmap``, ``pmap``) gets the plain gather, which
     moves the same bytes.
     """
-    names = tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
-    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
-    if mesh is not None and all(name in mesh.axis_names for name in names):
+    if _in_shard_map(x, axis_name):
         return _all_gather_invariant(x, axis_name)
     return jax.lax.all_gather(x, axis_name)
 
@@ -706,13 +721,10 @@ def _as_per_device(x, axis_name):
     residual becomes per-device after one step; without the cast a ``lax.scan``
     over steps sees its carry change type.
     """
-    names = tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
-    t = jax.typeof(x)
-    mesh = getattr(getattr(t, "sharding", None), "mesh", None)
-    manual = getattr(t, "manual_axis_type", None)
-    if mesh is None or manual is None or not all(n in mesh.axis_names for n in names):
+    manual = getattr(jax.typeof(x), "manual_axis_type", None)
+    if manual is None or not _in_shard_map(x, axis_name):
         return x
-    missing = tuple(n for n in names if n not in manual.varying)
+    missing = tuple(n for n in _names(axis_name) if n not in manual.varying)
     return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
@@ -723,17 +735,13 @@ def _check_per_device(owner, updates, axis_name):
     all-reduces the gradient in float32 in the backward pass, so a compressor
     placed after it would compress the sum and save nothing.
     """
-    names = tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
+    names = _names(axis_name)
     leaves = [x for x in jax.tree.leaves(updates) if getattr(x, "size", 0)]
-    if not leaves:
-        return
-    types = [jax.typeof(x) for x in leaves]
-    mesh = getattr(getattr(types[0], "sharding", None), "mesh", None)
-    manual = [getattr(t, "manual_axis_type", None) for t in types]
-    if mesh is None or any(m is None for m in manual):
-        return
-    if not all(name in mesh.axis_names for name in names):
+    if not leaves or not _in_shard_map(leaves[0], axis_name):
         return  # another binding of the axis (vmap): no replication types to read
+    manual = [getattr(jax.typeof(x), "manual_axis_type", None) for x in leaves]
+    if any(m is None for m in manual):
+        return
     if math.prod(jax.lax.axis_size(name) for name in names) == 1:
         return
     if not any(set(names) & set(m.varying) for m in manual):
@@ -910,6 +918,11 @@ def error_feedback(
     Nothing is lost, only delayed: ``sum_{t<T} Delta_t + e_T = sum_{t<T} g_t``
     on every worker. With :func:`scaled_sign` this is EF-SignSGD. Keys are
     derived as in :func:`compressed_mean`.
+
+    With ``axis_name`` the residual is **per-device state** (a leading device
+    dimension, length one inside ``jax.shard_map``): initialise the state inside
+    the ``shard_map`` and carry it with :func:`gdtx.per_device_specs` as its
+    in/out specs, as for :func:`gdtx.signum_vote`; it is never averaged.
 
     .. warning::
       The update is in **gradient units** with the gradient's sign: place it
