@@ -677,9 +677,6 @@ def scaled_sign() -> ScaledSign:
       which needs a ternary code; under :func:`error_feedback` the residual
       absorbs the difference.
 
-    Args:
-      (none)
-
     Returns:
       A :class:`ScaledSign` compressor (its ``key`` argument is ignored).
 

@@ -55,9 +55,6 @@ def scale_by_sign() -> optax.GradientTransformationExtraArgs:
     dtype. For complex gradients ``sign`` is ``g / |g|`` (``jnp.sign``), as
     ``torch.sgn`` in the reference.
 
-    Args:
-      (none)
-
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
 

@@ -411,9 +411,6 @@ def scale_by_svag() -> optax.GradientTransformationExtraArgs:
       variance from moving averages of ``g`` and ``g^2`` (as M-SVAG does) and
       multiplies the current ``g``. gdtx implements the mini-batch form only.
 
-    Args:
-      This transformation takes no hyperparameters.
-
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`ScaleBySvagState`
       that declares the required extra argument ``grad_variance`` (a tree like the

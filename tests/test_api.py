@@ -48,7 +48,9 @@ def test_optimizer_docstrings_have_every_section():
         if not name.startswith(("scale_by_", "adabelief")):
             continue
         doc = inspect.getdoc(fn) or ""
-        missing = [s for s in SECTIONS if s not in doc]
+        # A function without parameters has nothing to list under Args.
+        sections = SECTIONS if inspect.signature(fn).parameters else SECTIONS[1:]
+        missing = [s for s in sections if s not in doc]
         assert not missing, f"gdtx.{name} lacks {missing}"
 
 
