@@ -31,7 +31,9 @@ def update(case: Case, tx, grads, state, params, *, loss, **more):
     fn = jax.shard_map(
         lambda g, s, p: tx.update(g, s, p, **extra), mesh=mesh, in_specs=spec, out_specs=spec
     )
-    return fn(grads, state, params)
+    # Compiled even when called eagerly: shard_map run op by op is slower than
+    # compiling it by an order of magnitude.
+    return jax.jit(fn)(grads, state, params)
 
 
 def run(case: Case, tx, problem, num_steps: int = NUM_STEPS):
