@@ -12,8 +12,9 @@ times, interleaved in one run:
   for ``gdtx.adabelief``, ...), and ``optax.adam`` as the common baseline;
 - an A/A control: gdtx.adabelief (else the first gdtx row) compiled and run a second time as if it
   were another candidate, so the spread of its ratio to itself is the noise;
-- the bandwidth-floor kernels (in-place streams ``a <- a + c b`` and
-  ``a <- a + b c + d``), whose best bandwidth gives each step's floor;
+- the bandwidth-floor kernels (in-place streams: XLA ``a <- a + c b`` and
+  ``a <- a + b c + d``, NumPy ``a += b``, and torch ``a.add_(b)`` when torch is there),
+  whose best bandwidth gives each step's floor;
 - ``torch.optim.Adam(fused=True)`` and PyTorch AdaBelief implementations when
   ``torch`` can be imported (``--torch-path`` adds a site-packages directory).
 
@@ -364,9 +365,21 @@ def floor_candidates() -> list[Candidate]:
 
         return Candidate(name, "floor", n_in, 1, build)
 
+    def numpy_add(shapes):
+        n = sum(math.prod(s) for s in shapes)
+
+        def prepare():
+            return np.full(n, 0.5, np.float32), np.full(n, 0.25, np.float32)
+
+        def call(inputs):
+            np.add(inputs[0], inputs[1], out=inputs[0])  # one thread, in place
+
+        return Built(prepare, call, {})
+
     return [
         kernel("floor: a <- a + c b", lambda a, b: a + 0.5 * b, 2),
         kernel("floor: a <- a + b c + d", lambda a, b, c, d: a + b * c + d, 4),
+        Candidate("floor: numpy a += b", "floor", 2, 1, numpy_add),
     ]
 
 
@@ -406,13 +419,25 @@ def torch_candidates(path: str | None) -> tuple[list[Candidate], str]:
 
         return Candidate(name, "torch", reads, writes, build)
 
+    def torch_add(shapes):
+        n = sum(math.prod(s) for s in shapes)
+
+        def prepare():
+            return torch.full((n,), 0.5), torch.full((n,), 0.25)
+
+        def call(inputs):
+            inputs[0].add_(inputs[1])  # all threads, in place
+
+        return Built(prepare, call, {})
+
     cands = [
+        Candidate("floor: torch a += b", "floor", 2, 1, torch_add),
         make(
             "torch.optim.Adam(fused=True)",
             lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True),
             4,
             3,
-        )
+        ),
     ]
     try:
         from adabelief_pytorch import AdaBelief

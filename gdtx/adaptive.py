@@ -390,6 +390,13 @@ def rectify(
       ``DiffGrad(rectify=True)`` exactly (its fallback step is ``m_t / bc1``, without
       the friction, as here).
 
+    .. warning::
+      ``inner`` must be a descent *direction* (``optax.scale_by_adam()``), not a
+      whole optimizer (``optax.adam(lr)``): an optimizer's update already carries
+      ``-lr``, while the fallback step ``m_t / (1 - b1^t)`` does not, so the two
+      branches would disagree in sign and scale and training diverges. Put the
+      learning rate after the wrapper, as :func:`radam` does.
+
     Args:
       inner: an adaptive ``scale_by_*`` direction whose state holds ``mu``.
       b1: the inner's first-moment decay (bias correction of the fallback step).
