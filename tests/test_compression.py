@@ -150,7 +150,9 @@ def test_terngrad_is_unbiased_for_the_clipped_gradient(clip_sigma, num_samples):
     if clip_sigma is not None:
         assert np.any(g != v), "the test vector must exercise clipping"
     values = np.unique(np.abs(samples))
-    assert len(values) == 2 and values[0] == 0 and values[1] == np.abs(g).max()
+    # The scaler may differ from NumPy's max in the last bit on an accelerator.
+    assert len(values) == 2 and values[0] == 0
+    np.testing.assert_allclose(values[1], np.abs(g).max(), rtol=1e-12)
     _assert_unbiased(samples, g, var, q=keep)
     _assert_mean_matches(((samples - g) ** 2).sum(1), var.sum(), "E||T(g) - g^||^2")
     _assert_mean_matches((samples != 0).sum(1), keep.sum(), "E nnz")
@@ -723,6 +725,10 @@ jax.distributed.shutdown()
 
 @pytest.mark.xdist_group("multiprocess_vote")
 def test_two_processes_average_qsgd_like_one(tmp_path):
+    if jax.default_backend() != "cpu":
+        pytest.skip(
+            "simulated devices are CPU devices: run with JAX_PLATFORMS=cpu on an accelerator machine"
+        )
     import os
     import socket
     import subprocess
@@ -734,6 +740,7 @@ def test_two_processes_average_qsgd_like_one(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["JAX_PLATFORMS"] = "cpu"  # CPU collectives (gloo), also on a machine with a GPU
     env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parents[1])
     procs = [
         subprocess.Popen(
