@@ -727,7 +727,7 @@ jax.distributed.shutdown()
 def test_two_processes_average_qsgd_like_one(tmp_path):
     if jax.default_backend() != "cpu":
         pytest.skip(
-            "simulated devices are CPU devices: run with JAX_PLATFORMS=cpu on an accelerator machine"
+            "simulated devices are CPU devices: on an accelerator machine use JAX_PLATFORMS=cpu"
         )
     import os
     import socket

@@ -40,7 +40,7 @@ SHAPES = {"a": (37,), "b": (5, 3), "c": (), "d": (4, 8), "e": (0,), "f": (6, 7, 
 def _mesh(n=N_DEV):
     if jax.default_backend() != "cpu":
         pytest.skip(
-            "simulated devices are CPU devices: run with JAX_PLATFORMS=cpu on an accelerator machine"
+            "simulated devices are CPU devices: on an accelerator machine use JAX_PLATFORMS=cpu"
         )
     return jax.make_mesh((n,), ("data",), devices=jax.devices()[:n])
 
@@ -180,7 +180,7 @@ def test_vote_works_under_vmap_and_nested_axes():
     # a tuple of mesh axes votes over their product
     if jax.default_backend() != "cpu":
         pytest.skip(
-            "simulated devices are CPU devices: run with JAX_PLATFORMS=cpu on an accelerator machine"
+            "simulated devices are CPU devices: on an accelerator machine use JAX_PLATFORMS=cpu"
         )
     mesh = jax.make_mesh((2, 4), ("i", "j"))
     grads8 = _random_grads(rng, shapes={"a": (11,)})["a"]

@@ -33,7 +33,7 @@ N_DEV = 8
 def _mesh(n=N_DEV):
     if jax.default_backend() != "cpu":
         pytest.skip(
-            "simulated devices are CPU devices: run with JAX_PLATFORMS=cpu on an accelerator machine"
+            "simulated devices are CPU devices: on an accelerator machine use JAX_PLATFORMS=cpu"
         )
     return jax.make_mesh((n,), ("data",), devices=jax.devices()[:n])
 
