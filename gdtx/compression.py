@@ -447,14 +447,6 @@ class ATOMO(Compressor):
 # --- public constructors ------------------------------------------------------------------
 
 
-def _check_int(owner, name, value, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{owner}: `{name}` must be an integer, got {value!r}.")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{owner}: `{name}` must be {bound}, got {value!r}.")
-
-
 def qsgd(num_levels: int, *, bucket_size: int | None = None, norm: str = "l2") -> QSGD:
     """QSGD: unbiased stochastic quantization to ``num_levels`` levels per bucket.
 
@@ -516,9 +508,9 @@ def qsgd(num_levels: int, *, bucket_size: int | None = None, norm: str = "l2") -
       Lemma 3.1, Section 4 for bucketing and max-norm scaling).
     """
     owner = "gdtx.qsgd"
-    _check_int(owner, "num_levels", num_levels, 1, _MAX_LEVELS)
+    validation.check_static_integer(owner, "num_levels", num_levels, 1, _MAX_LEVELS)
     if bucket_size is not None:
-        _check_int(owner, "bucket_size", bucket_size, 1)
+        validation.check_static_integer(owner, "bucket_size", bucket_size, 1)
     validation.check_choice(owner, "norm", norm, ("l2", "max"))
     return QSGD(int(num_levels), None if bucket_size is None else int(bucket_size), norm)
 

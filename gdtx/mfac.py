@@ -28,7 +28,6 @@ in float32 (see :func:`scale_by_mfac`).
 from __future__ import annotations
 
 import math
-import operator
 import os
 from typing import Any, NamedTuple
 
@@ -58,27 +57,8 @@ class ScaleByMFACState(NamedTuple):
     gram: jax.Array
 
 
-def _check_num_grads(owner: str, num_grads: Any) -> int:
-    if isinstance(num_grads, jax.core.Tracer):
-        raise TypeError(
-            f"{owner}: `num_grads` fixes the shape of the window and cannot be traced; "
-            "with optax.inject_hyperparams, list it in `static_args`."
-        )
-    if isinstance(num_grads, bool):
-        raise ValueError(f"{owner}: `num_grads` must be an integer >= 1, got {num_grads!r}.")
-    try:
-        m = operator.index(num_grads)
-    except TypeError:
-        raise ValueError(
-            f"{owner}: `num_grads` must be an integer >= 1, got {num_grads!r}."
-        ) from None
-    if m < 1:
-        raise ValueError(f"{owner}: `num_grads` must be an integer >= 1, got {num_grads!r}.")
-    return m
-
-
 def _validate(owner: str, num_grads, damping, grads_dtype, max_window_bytes) -> int:
-    m = _check_num_grads(owner, num_grads)
+    m = validation.check_static_integer(owner, "num_grads", num_grads, 1)
     validation.check_positive(owner, "damping", damping)
     validation.check_dtype(owner, "grads_dtype", grads_dtype)
     if grads_dtype is not None and jnp.issubdtype(grads_dtype, jnp.complexfloating):

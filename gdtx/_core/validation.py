@@ -8,6 +8,7 @@ checked here; their values are only known step by step.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -67,6 +68,31 @@ def check_integer(owner: str, name: str, value: Any, minimum: int) -> None:
     x = concrete_value(value)
     if isinstance(value, bool) or (x is not None and not (x == int(x) and x >= minimum)):
         _fail(owner, name, f"an integer >= {minimum}", value)
+
+
+def check_static_integer(
+    owner: str, name: str, value: Any, minimum: int, maximum: int | None = None
+) -> int:
+    """Returns ``value`` as an int; it fixes a shape, so it must be concrete.
+
+    Raises:
+      TypeError: for a tracer, saying to list ``name`` in ``inject_hyperparams``'
+        ``static_args``.
+      ValueError: unless ``value`` is an integer in ``[minimum, maximum]``.
+    """
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{owner}: `{name}` fixes a shape and cannot be traced; with "
+            f"optax.inject_hyperparams, list it in `static_args`."
+        )
+    bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        _fail(owner, name, f"an integer {bound}", value)
+    return number
 
 
 def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> None:

@@ -102,3 +102,14 @@ def test_check_integer():
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match=r"owner: `steps` must be an integer >= 0, got"):
             validation.check_integer("owner", "steps", bad, 0)
+
+
+def test_check_static_integer():
+    assert validation.check_static_integer("owner", "m", 4, 1) == 4
+    for bad, bound in ((0, ">= 1"), (2.5, ">= 1"), (True, ">= 1")):
+        with pytest.raises(ValueError, match=rf"owner: `m` must be an integer {bound}, got"):
+            validation.check_static_integer("owner", "m", bad, 1)
+    with pytest.raises(ValueError, match=r"must be an integer in \[1, 16\], got 17"):
+        validation.check_static_integer("owner", "m", 17, 1, 16)
+    with pytest.raises(TypeError, match=r"`m` fixes a shape .*static_args"):
+        jax.jit(lambda m: validation.check_static_integer("owner", "m", m, 1))(3)

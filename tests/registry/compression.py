@@ -38,8 +38,11 @@ CASES = (
         reads=("grad", "param", "mu", "nu"),
         writes=("param", "mu", "nu"),
         invalid=(
-            ({"num_levels": 0}, r"gdtx\.qsgd: `num_levels` must be in \[1, 32767\], got 0"),
-            ({"bucket_size": 0}, r"gdtx\.qsgd: `bucket_size` must be >= 1, got 0"),
+            (
+                {"num_levels": 0},
+                r"gdtx\.qsgd: `num_levels` must be an integer in \[1, 32767\], got 0",
+            ),
+            ({"bucket_size": 0}, r"gdtx\.qsgd: `bucket_size` must be an integer >= 1, got 0"),
         ),
     ),
     Case(
