@@ -744,7 +744,7 @@ def scale_by_adagrad_norm(
         del params, extra
         dtype = state.sum_of_squares.dtype
         # ||g||^2 summed in at least float32 (a bfloat16 sum would stall b_t early).
-        wide = jax.tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, dtype)), updates)
+        wide = jax.tree.map(lambda g: g.astype(dtypes.compute_dtype(g, dtype)), updates)
         total = state.sum_of_squares + optax.tree.norm(wide, squared=True).real.astype(dtype)
         # Guarded so that neither the value nor its derivative is 0/0 at b_t = 0.
         positive = total > 0

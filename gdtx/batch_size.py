@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdtx._core import validation
+from gdtx._core import dtypes, validation
 
 _DEFAULT_MAX_BATCH_SIZE = 50_000
 
@@ -105,8 +105,7 @@ def _batch_size(owner: str, per_example_grads: Any) -> int:
 
 
 def _flat(x: jax.Array) -> jax.Array:
-    dtype = jnp.promote_types(x.dtype, jnp.float32)
-    return x.reshape(x.shape[0], -1).astype(dtype)
+    return x.reshape(x.shape[0], -1).astype(dtypes.compute_dtype(x))
 
 
 def batch_gradient_statistics(

@@ -43,41 +43,7 @@ import numpy as np
 import optax
 
 from gdtx._core import dtypes, validation
-
-try:  # Varying -> invariant all-gather, so shard_map's out_specs=P() type-checks.
-    from jax._src.lax.parallel import all_gather_invariant as _all_gather_invariant
-except ImportError:  # pragma: no cover - JAX without it: the plain gather is still correct
-    _all_gather_invariant = jax.lax.all_gather
-
-
-def _names(axis_name) -> tuple:
-    return tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
-
-
-def _in_shard_map(x: Any, axis_name) -> bool:
-    """Whether ``axis_name`` is a manual axis of ``x``'s mesh, i.e. bound by ``jax.shard_map``."""
-    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
-    if mesh is None:
-        return False
-    manual = {
-        name
-        for name, kind in zip(mesh.axis_names, mesh.axis_types, strict=True)
-        if kind == jax.sharding.AxisType.Manual
-    }
-    return all(name in manual for name in _names(axis_name))
-
-
-def _all_gather(x: jax.Array, axis_name) -> jax.Array:
-    """All-gathers ``x``, typed as replicated where the binding of the axis tracks that.
-
-    The invariant gather is for ``jax.shard_map``, whose manual mesh names the
-    axis; any other binding (``jax.vmap``, ``pmap``) gets the plain gather, which
-    moves the same bytes.
-    """
-    if _in_shard_map(x, axis_name):
-        return _all_gather_invariant(x, axis_name)
-    return jax.lax.all_gather(x, axis_name)
-
+from gdtx.distributed import all_gather_replicated, axis_names, in_shard_map
 
 _MAX_LEVELS = 32767  # codes in [0, 2s] must fit a 16-bit field
 _INDEX_BITS = 32  # ATOMO entry atoms send an int32 index with each value
@@ -711,9 +677,9 @@ def _as_per_device(x, axis_name):
     over steps sees its carry change type.
     """
     manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    if manual is None or not _in_shard_map(x, axis_name):
+    if manual is None or not in_shard_map(x, axis_name):
         return x
-    missing = tuple(n for n in _names(axis_name) if n not in manual.varying)
+    missing = tuple(n for n in axis_names(axis_name) if n not in manual.varying)
     return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
@@ -724,9 +690,9 @@ def _check_per_device(owner, updates, axis_name):
     all-reduces the gradient in float32 in the backward pass, so a compressor
     placed after it would compress the sum and save nothing.
     """
-    names = _names(axis_name)
+    names = axis_names(axis_name)
     leaves = [x for x in jax.tree.leaves(updates) if getattr(x, "size", 0)]
-    if not leaves or not _in_shard_map(leaves[0], axis_name):
+    if not leaves or not in_shard_map(leaves[0], axis_name):
         return  # another binding of the axis (vmap): no replication types to read
     manual = [getattr(jax.typeof(x), "manual_axis_type", None) for x in leaves]
     if any(m is None for m in manual):
@@ -745,7 +711,7 @@ def _check_per_device(owner, updates, axis_name):
 
 def _gather_mean(compressor, payload, like, axis_name):
     """All-gathers every worker's payload, decodes each, and averages locally."""
-    gathered = jax.tree.map(lambda a: _all_gather(a, axis_name), payload)
+    gathered = jax.tree.map(lambda a: all_gather_replicated(a, axis_name), payload)
     decoded = jax.vmap(compressor.decompress)(gathered)
 
     def mean(d, g):

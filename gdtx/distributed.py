@@ -55,19 +55,40 @@ from gdtx._core import validation
 WIRE_MODES = ("auto", "packed", "bits", "int8", "int16", "int32")
 _INT_WIRES = {"int8": jnp.int8, "int16": jnp.int16, "int32": jnp.int32}
 
-try:  # Varying -> invariant all-gather, so the vote passes shard_map's replication check.
+try:  # Varying -> invariant all-gather, so shard_map's out_specs=P() type-checks.
     from jax._src.lax.parallel import all_gather_invariant as _all_gather_invariant
-except ImportError:  # pragma: no cover - a JAX without it: shard_map needs check_vma=False
-    _all_gather_invariant = None
+except ImportError:  # pragma: no cover - a JAX without it: the plain gather moves the same bytes
+    _all_gather_invariant = jax.lax.all_gather
 
 
-def _all_gather(x, axis_name):
-    """All-gather whose result JAX knows to be replicated when the axis is a mesh axis."""
-    names = set(axis_name) if isinstance(axis_name, tuple | list) else {axis_name}
-    manual = set(getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()))
-    if _all_gather_invariant is not None and names <= manual:
+def axis_names(axis_name: str | Sequence[str]) -> tuple:
+    """``axis_name`` as a tuple of names (one name, or a tuple/list of them)."""
+    return tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
+
+
+def in_shard_map(x: Any, axis_name: str | Sequence[str]) -> bool:
+    """Whether every name of ``axis_name`` is a manual axis of ``x``'s mesh (bound by shard_map)."""
+    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+    if mesh is None:
+        return False
+    manual = {
+        name
+        for name, kind in zip(mesh.axis_names, mesh.axis_types, strict=True)
+        if kind == jax.sharding.AxisType.Manual
+    }
+    return all(name in manual for name in axis_names(axis_name))
+
+
+def all_gather_replicated(x: jax.Array, axis_name: str | Sequence[str]) -> jax.Array:
+    """All-gathers ``x``, typed as replicated where the binding of the axis tracks that.
+
+    Under ``jax.shard_map`` (the axis is a manual mesh axis of ``x``) the gather
+    is the invariant one, so a replicated ``out_specs`` type-checks; any other
+    binding (``jax.vmap``, ``pmap``) gets the plain gather, which moves the same bytes.
+    """
+    if in_shard_map(x, axis_name):
         return _all_gather_invariant(x, axis_name)
-    return jax.lax.all_gather(x, axis_name)  # vmap and other non-mesh bindings
+    return jax.lax.all_gather(x, axis_name)
 
 
 def _axis_size(axis_name: str | Sequence[str]) -> int:
@@ -138,7 +159,7 @@ def _vote_packed(g, axis_name):
     flat = g.reshape(-1)
     n = flat.size
     packed = jnp.packbits(jnp.stack([flat > 0, flat < 0], axis=-1).reshape(-1))
-    gathered = _all_gather(packed, axis_name)  # (N, ceil(n/4)) bytes
+    gathered = all_gather_replicated(packed, axis_name)  # (N, ceil(n/4)) bytes
     planes = jnp.unpackbits(gathered, axis=-1, count=2 * n).reshape(-1, n, 2)
     votes = planes[:, :, 0].astype(jnp.int32) - planes[:, :, 1].astype(jnp.int32)
     return votes.sum(0).reshape(g.shape)
@@ -155,7 +176,7 @@ def _vote_bits(g, axis_name, num_devices):
     up = (g > 0) | (~(g < 0) & _zero_votes_up(g.shape, index))  # NaN counts as zero
     flat = up.reshape(-1)
     n = flat.size
-    gathered = _all_gather(jnp.packbits(flat), axis_name)  # (N, ceil(n/8)) bytes
+    gathered = all_gather_replicated(jnp.packbits(flat), axis_name)  # (N, ceil(n/8)) bytes
     ups = jnp.unpackbits(gathered, axis=-1, count=n).astype(jnp.int32).sum(0)
     return (2 * ups - num_devices).reshape(g.shape)
 
