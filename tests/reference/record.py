@@ -10,7 +10,8 @@ It (re)writes ``tests/reference/fixtures/<case>.npz``.  The replay test
 ``gdtx.adabelief`` and compares the parameter trajectory.
 
 This module is importable without torch: torch and the reference packages are
-only imported inside :func:`main`.  It is not named ``test_*`` so pytest never
+only imported inside :func:`main`; the shared plumbing (command line, recording loop,
+npz writer) is in ``_recording.py``.  It is not named ``test_*`` so pytest never
 collects it.
 
 npz layout (keys are relied upon by the replay test):
@@ -30,14 +31,17 @@ npz layout (keys are relied upon by the replay test):
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
-import json
 import os
 import pathlib
+import sys
 
 import numpy as np
+
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:  # run as a script: make `tests` importable
+    sys.path.insert(0, str(_ROOT))
+
+from tests.reference import _recording  # noqa: E402
 
 LEAVES = ("a", "b", "c")
 NUM_STEPS = 1000
@@ -58,6 +62,7 @@ B_INIT = np.array([[-1.2, 1.0], [1.7, 2.5]])
 C_TARGET = np.array([1.5, -0.5, 2.0, -1.0])
 C_CURV = np.array([0.5, 1.0, 2.0, 0.75])
 C_INIT = np.array([-0.5, 1.5, 0.0, 1.0])
+INITIAL = {"a": A_INIT, "b": B_INIT, "c": C_INIT}
 
 # Per-leaf noise standard deviations (the gradient scales differ by ~1e7).
 NOISE_STD = {"a": 3e-6, "b": 0.3, "c": 20.0}
@@ -95,7 +100,7 @@ def noise_schedule(t: int) -> float:
 
 def make_noise(num_steps: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(NOISE_SEED)
-    shapes = {"a": A_INIT.shape, "b": B_INIT.shape, "c": C_INIT.shape}
+    shapes = {k: v.shape for k, v in INITIAL.items()}
     noise = {}
     for name in LEAVES:
         noise[name] = rng.standard_normal((num_steps, *shapes[name])) * NOISE_STD[name]
@@ -220,55 +225,25 @@ def cases():
     return out
 
 
+def leaf_loss(torch, params):
+    """:func:`loss_fn` of a ``{leaf: tensor}`` dict."""
+    return loss_fn(torch, params["a"], params["b"], params["c"])
+
+
 def run_case(torch, opt_cls, options, noise, num_steps):
-    params = {
-        "a": torch.tensor(A_INIT, dtype=torch.float64, requires_grad=True),
-        "b": torch.tensor(B_INIT, dtype=torch.float64, requires_grad=True),
-        "c": torch.tensor(C_INIT, dtype=torch.float64, requires_grad=True),
-    }
-    with contextlib.redirect_stdout(io.StringIO()):  # silence the banners
-        opt = opt_cls([params[k] for k in LEAVES], lr=LR, betas=(B1, B2), **options)
-    grads = {k: np.zeros((num_steps, *params[k].shape)) for k in LEAVES}
-    stored_steps = [0]
-    stored = {k: [params[k].detach().numpy().copy()] for k in LEAVES}
-    for t in range(num_steps):
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(torch, params["a"], params["b"], params["c"])
-        loss.backward()
-        with torch.no_grad():
-            for k in LEAVES:
-                params[k].grad.add_(torch.as_tensor(noise[k][t]))
-                # record BEFORE step(): both packages add the L2 term to p.grad in place
-                grads[k][t] = params[k].grad.detach().numpy().copy()
-        opt.step()
-        step = t + 1
-        if step % STORE_EVERY == 0 or step == num_steps:
-            stored_steps.append(step)
-            for k in LEAVES:
-                stored[k].append(params[k].detach().numpy().copy())
-    for k in LEAVES:
-        if not all(np.all(np.isfinite(x)) for x in stored[k]):
-            raise RuntimeError(f"non-finite trajectory for leaf {k}")
-    return (
-        grads,
-        np.asarray(stored_steps, dtype=np.int64),
-        {k: np.stack(v) for k, v in stored.items()},
+    # gradients are recorded BEFORE step(): both packages add the L2 term to p.grad in place
+    opt_kwargs = {"lr": LR, "betas": (B1, B2), **options}
+    return _recording.record_case(
+        torch, opt_cls, opt_kwargs, INITIAL, leaf_loss, noise, num_steps, STORE_EVERY
     )
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, default=FIXTURE_DIR)
-    parser.add_argument("--steps", type=int, default=NUM_STEPS)
-    parser.add_argument("--only", nargs="*", default=None, help="case names to record")
-    args = parser.parse_args(argv)
+    args = _recording.parse_args(__doc__.splitlines()[0], FIXTURE_DIR, NUM_STEPS, argv)
 
     import importlib.metadata as md
 
-    import torch
-
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
+    torch = _recording.setup_torch()
     from adabelief_pytorch import AdaBelief as OfficialAdaBelief
     from pytorch_optimizer import AdaBelief as KozistrAdaBelief
 
@@ -279,9 +254,8 @@ def main(argv=None):
     }
     impls = {"official": OfficialAdaBelief, "kozistr": KozistrAdaBelief}
     noise = make_noise(args.steps)
-    args.out.mkdir(parents=True, exist_ok=True)
     for name, impl, options, gdtx_kwargs, note, nearest in cases():
-        if args.only and name not in args.only:
+        if not _recording.selected(name, args.only):
             continue
         ref_options = dict(options)
         if impl == "official":
@@ -301,13 +275,8 @@ def main(argv=None):
             "versions": versions,
             "note": note,
         }
-        arrays = {"config": np.array(json.dumps(config, sort_keys=True)), "steps": steps}
-        for k in LEAVES:
-            arrays[f"grads/{k}"] = grads[k]
-            arrays[f"params/{k}"] = params[k]
-        path = args.out / f"{name}.npz"
-        np.savez_compressed(path, **arrays)
-        disp = {k: float(np.max(np.abs(params[k] - params[k][0]))) for k in LEAVES}
+        path = _recording.write_fixture(args.out / f"{name}.npz", config, steps, grads, params)
+        disp = _recording.max_displacement(params)
         gmax = {k: float(np.max(np.abs(grads[k]))) for k in LEAVES}
         print(
             f"{name}: {os.path.getsize(path) / 1024:.0f} KiB  "

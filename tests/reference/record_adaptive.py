@@ -48,23 +48,19 @@ both store the decayed gradient as ``previous_grad``. ``torch.optim.RAdam`` rect
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import pathlib
 import sys
-
-import numpy as np
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:  # run as a script: make `tests` importable
     sys.path.insert(0, str(_ROOT))
 
+from tests.reference import _recording  # noqa: E402
 from tests.reference.record import (  # noqa: E402
     B1,
     B2,
     FIXTURE_DIR,
-    LEAVES,
     LR,
     NUM_STEPS,
     make_noise,
@@ -119,20 +115,15 @@ def cases():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, default=FIXTURE_DIR)
-    parser.add_argument("--steps", type=int, default=NUM_STEPS)
-    parser.add_argument("--only", nargs="*", default=None, help="case names to record")
-    args = parser.parse_args(argv)
+    args = _recording.parse_args(__doc__.splitlines()[0], FIXTURE_DIR, NUM_STEPS, argv)
 
     import importlib.metadata as md
 
     import pytorch_optimizer
-    import torch
     import torch_optimizer
 
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
+    torch = _recording.setup_torch()
+
     versions = {
         "torch": torch.__version__,
         "pytorch-optimizer": md.version("pytorch-optimizer"),
@@ -140,9 +131,8 @@ def main(argv=None):
     }
     modules = {"torch": torch.optim, "kozistr": pytorch_optimizer, "jettify": torch_optimizer}
     noise = make_noise(args.steps)
-    args.out.mkdir(parents=True, exist_ok=True)
     for name, impl, cls, options, alias, gdtx_kwargs, note, nearest in cases():
-        if args.only and name not in args.only:
+        if not _recording.selected(name, args.only):
             continue
         opt_cls = getattr(modules[impl], cls)
         grads, steps, params = run_case(torch, opt_cls, dict(options), noise, args.steps)
@@ -162,13 +152,8 @@ def main(argv=None):
             "versions": versions,
             "note": note,
         }
-        arrays = {"config": np.array(json.dumps(config, sort_keys=True)), "steps": steps}
-        for k in LEAVES:
-            arrays[f"grads/{k}"] = grads[k]
-            arrays[f"params/{k}"] = params[k]
-        path = args.out / f"{name}.npz"
-        np.savez_compressed(path, **arrays)
-        disp = {k: float(np.max(np.abs(params[k] - params[k][0]))) for k in LEAVES}
+        path = _recording.write_fixture(args.out / f"{name}.npz", config, steps, grads, params)
+        disp = _recording.max_displacement(params)
         print(f"{name}: {os.path.getsize(path) / 1024:.0f} KiB  max displacement {disp}")
 
 

@@ -8,7 +8,8 @@ Run by hand (never by CI), with an interpreter that has torch 2.13.0 CPU and
 
 It (re)writes ``tests/reference/fixtures/msvag_<case>.npz``, replayed through
 ``gdtx.msvag`` by ``test_msvag_reference.py``. Importable without torch (torch is
-imported inside :func:`main`); not named ``test_*``, so pytest never collects it.
+imported inside :func:`main`; the shared plumbing is in ``_recording.py``); not named
+``test_*``, so pytest never collects it.
 
 npz layout (the same as the AdaBelief fixtures, see ``README.md``):
 
@@ -36,11 +37,16 @@ d     (3,)    ``0.5 sum(d[1:]^2)``; ``d[0]`` gets no gradient    0.1 on d[1:]
 
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
+import sys
 
 import numpy as np
+
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:  # run as a script: make `tests` importable
+    sys.path.insert(0, str(_ROOT))
+
+from tests.reference import _recording  # noqa: E402
 
 LEAVES = ("a", "b", "c", "d")
 NUM_STEPS = 3000
@@ -94,49 +100,29 @@ def loss_fn(torch, p):
 
 
 def run_case(torch, opt_cls, options, noise, num_steps):
-    params = {k: torch.tensor(INITIAL[k], dtype=torch.float64, requires_grad=True) for k in LEAVES}
-    opt = opt_cls([params[k] for k in LEAVES], lr=LR, **options)
-    grads = {k: np.zeros((num_steps, *INITIAL[k].shape)) for k in LEAVES}
-    stored_steps = [0]
-    stored = {k: [INITIAL[k].copy()] for k in LEAVES}
-    for t in range(num_steps):
-        opt.zero_grad(set_to_none=True)
-        loss_fn(torch, params).backward()
-        with torch.no_grad():
-            for k in LEAVES:
-                params[k].grad.add_(torch.as_tensor(noise[k][t]))
-                grads[k][t] = params[k].grad.detach().numpy().copy()
-        opt.step()
-        step = t + 1
-        if step % STORE_EVERY == 0 or step == num_steps:
-            stored_steps.append(step)
-            for k in LEAVES:
-                stored[k].append(params[k].detach().numpy().copy())
-    for k in LEAVES:
-        if not all(np.all(np.isfinite(x)) for x in stored[k]):
-            raise RuntimeError(f"non-finite trajectory for leaf {k}")
-    return grads, np.asarray(stored_steps, np.int64), {k: np.stack(v) for k, v in stored.items()}
+    opt_kwargs = {"lr": LR, **options}
+    return _recording.record_case(
+        torch, opt_cls, opt_kwargs, INITIAL, loss_fn, noise, num_steps, STORE_EVERY
+    )
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, default=FIXTURE_DIR)
-    parser.add_argument("--steps", type=int, default=NUM_STEPS)
-    args = parser.parse_args(argv)
+    args = _recording.parse_args(__doc__.splitlines()[0], FIXTURE_DIR, NUM_STEPS, argv)
 
     import importlib.metadata as md
 
-    import torch
     from pytorch_optimizer import MSVAG
 
     version = md.version("pytorch-optimizer")
     if tuple(int(x) for x in version.split(".")[:2]) < (4, 1):
         raise SystemExit(f"pytorch-optimizer {version} has the beta^t bug; need >= 4.1.0")
-    torch.set_default_dtype(torch.float64)
+    torch = _recording.setup_torch()
+
     versions = {"torch": torch.__version__, "pytorch-optimizer": version}
     noise = make_noise(args.steps)
-    args.out.mkdir(parents=True, exist_ok=True)
     for name, options, gdtx_kwargs, note in CASES:
+        if not _recording.selected(name, args.only):
+            continue
         grads, steps, params = run_case(torch, MSVAG, options, noise, args.steps)
         config = {
             "impl": "pytorch-optimizer MSVAG",
@@ -148,13 +134,8 @@ def main(argv=None):
             "versions": versions,
             "note": note,
         }
-        arrays = {"config": np.array(json.dumps(config, sort_keys=True)), "steps": steps}
-        for k in LEAVES:
-            arrays[f"grads/{k}"] = grads[k]
-            arrays[f"params/{k}"] = params[k]
-        path = args.out / f"{name}.npz"
-        np.savez_compressed(path, **arrays)
-        disp = {k: float(np.max(np.abs(params[k] - params[k][0]))) for k in LEAVES}
+        path = _recording.write_fixture(args.out / f"{name}.npz", config, steps, grads, params)
+        disp = _recording.max_displacement(params)
         print(f"{path.name}: {args.steps} steps, displacement {disp}")
 
 
