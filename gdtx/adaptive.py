@@ -799,6 +799,6 @@ def adagrad_norm(
       Landscapes <https://arxiv.org/abs/1806.01811>`_, ICML 2019.
     """
     owner = "gdtx.adagrad_norm"
-    validation.check_non_negative(owner, "learning_rate", learning_rate)
+    validation.check_non_negative(owner, "learning_rate", learning_rate, schedule=True)
     direction = scale_by_adagrad_norm(initial_accumulator_value, eps)
     return extra_args.chain(direction, optax.scale_by_learning_rate(learning_rate))

@@ -82,7 +82,9 @@ def get_required(owner: str, extra: Mapping[str, Any], names: Iterable[str]) -> 
             raise TypeError(
                 f"{owner} requires the extra argument `{name}`: call "
                 f"`update(updates, state, params, {name}=...)` (with nnx.Optimizer: "
-                f"`optimizer.update(model, grads, {name}=...)`)."
+                f"`optimizer.update(model, grads, {name}=...)`; with a Linen TrainState, "
+                f"whose `apply_gradients` cannot pass it on: "
+                f"`gdtx.flax.apply_gradients(state, grads=grads, {name}=...)`)."
             )
         values.append(extra[name])
     return tuple(values)
@@ -104,5 +106,11 @@ def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransforma
       >>> gdtx.required_extra_args(tx)
       frozenset()
     """
+    for position, t in enumerate(transforms):
+        if not (callable(getattr(t, "init", None)) and callable(getattr(t, "update", None))):
+            raise TypeError(
+                f"gdtx.chain: argument {position} must be an optax GradientTransformation "
+                f"(an object with `init` and `update`), got {t!r} (a {type(t).__name__})."
+            )
     required = frozenset().union(*(required_extra_args(t) for t in transforms))
     return declare(optax.chain(*transforms), required)

@@ -15,5 +15,9 @@ def unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple[Any, ...]:
     into one tree per output.
     """
     outer = jax.tree.structure(like)
+    if outer.num_leaves == 0:
+        # An empty subtree (``optax.masked`` with an all-False mask, an unused
+        # ``optax.multi_transform`` label): there are no tuples to transpose.
+        return tuple(jax.tree.unflatten(outer, []) for _ in range(n))
     inner = jax.tree.structure((0,) * n)
     return tuple(jax.tree.transpose(outer, inner, tree_of_tuples))

@@ -1,36 +1,87 @@
-"""Hyperparameter and shape checks with messages that name the culprit.
+"""Hyperparameter, parameter and shape checks with messages that name the culprit.
 
-A check runs only when the value is concrete: under ``jax.jit`` or
+A hyperparameter is a real number: a Python or NumPy int or float, or a real
+array (every entry is checked). Where an argument is documented to take a
+schedule (``learning_rate``, ``weight_decay``), a callable is accepted too, and
+where it is documented as optional, ``None``. Anything else (a string, a
+boolean, ``None`` where no default means "off", a complex number) is a
+``TypeError`` at construction; a real value out of range, or not finite, is a
+``ValueError``.
+
+A range check runs only when the value is concrete: under ``jax.jit`` or
 ``optax.inject_hyperparams`` hyperparameters arrive as tracers, and a
-transformation must then accept them silently. Schedules (callables) are not
-checked here; their values are only known step by step.
+transformation must then accept them silently. Schedules are not range-checked;
+their values are only known step by step.
+
+Parameters are checked once, at ``init`` (:func:`check_params`): gdtx updates
+floating-point parameters, and complex ones only where the method's math extends
+to them in optax's sense (``|g|^2 = g * conj(g)``).
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} (a {type(value).__name__})"
+
+
+def real_values(
+    owner: str, name: str, value: Any, *, schedule: bool = False, optional: bool = False
+) -> np.ndarray | None:
+    """Returns the concrete entries of a real hyperparameter as a float64 array.
+
+    Returns None when the value cannot be inspected yet: a tracer, a schedule
+    (only with ``schedule=True``) or ``None`` (only with ``optional=True``).
+
+    Raises:
+      TypeError: for anything that is not a real number (or a schedule / None
+        where allowed), naming ``owner``, ``name`` and the value.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if value is None and optional:
+        return None
+    if callable(value) and schedule:
+        return None
+    expected = "a real number" + (" or a schedule" if schedule else "")
+    expected += " or None" if optional else ""
+    if isinstance(value, bool | np.bool_ | str | bytes) or value is None or callable(value):
+        raise TypeError(f"{owner}: `{name}` must be {expected}, got {_describe(value)}.")
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise TypeError(f"{owner}: `{name}` must be {expected}, got {_describe(value)}.")
+    return array.astype(np.float64)
 
 
 def concrete_value(value: Any) -> float | None:
-    """Returns ``value`` as a Python float, or None when it cannot be inspected.
+    """Returns a concrete real scalar ``value`` as a Python float, else None.
 
     None means: a tracer, a schedule, or something that is not a real scalar.
+    For checks, use :func:`real_values`, which refuses what this ignores.
     """
-    if callable(value) or isinstance(value, jax.core.Tracer):
+    if callable(value) or isinstance(value, jax.core.Tracer | bool | str | bytes):
         return None
     try:
         array = np.asarray(value)
     except (TypeError, ValueError):
         return None
-    if array.size != 1 or not np.issubdtype(array.dtype, np.number):
-        return None
-    if np.iscomplexobj(array):
+    if array.size != 1 or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
         return None
     return float(array.reshape(()))
 
@@ -39,34 +90,83 @@ def _fail(owner: str, name: str, requirement: str, value: Any) -> None:
     raise ValueError(f"{owner}: `{name}` must be {requirement}, got {value!r}.")
 
 
-def check_non_negative(owner: str, name: str, value: Any) -> None:
-    """Raises ``ValueError`` if a concrete ``value`` is negative or NaN."""
-    x = concrete_value(value)
-    if x is not None and not x >= 0:
-        _fail(owner, name, ">= 0", value)
+def _check_range(
+    owner: str,
+    name: str,
+    value: Any,
+    in_range: Callable[[np.ndarray], np.ndarray],
+    requirement: str,
+    *,
+    schedule: bool,
+    optional: bool,
+    finite: bool = True,
+) -> None:
+    x = real_values(owner, name, value, schedule=schedule, optional=optional)
+    if x is None:
+        return
+    if not np.all(in_range(x)):  # NaN fails every comparison
+        _fail(owner, name, requirement, value)
+    if finite and not np.all(np.isfinite(x)):
+        _fail(owner, name, "finite", value)
 
 
-def check_positive(owner: str, name: str, value: Any) -> None:
-    """Raises ``ValueError`` if a concrete ``value`` is not strictly positive."""
-    x = concrete_value(value)
-    if x is not None and not x > 0:
-        _fail(owner, name, "> 0", value)
+def check_non_negative(
+    owner: str, name: str, value: Any, *, schedule: bool = False, optional: bool = False
+) -> None:
+    """Raises unless ``value`` is a real number >= 0 and finite (every entry).
 
-
-def check_decay(owner: str, name: str, value: Any) -> None:
-    """Raises ``ValueError`` unless a concrete decay rate lies in [0, 1)."""
-    x = concrete_value(value)
-    if x is not None and not 0 <= x < 1:
-        _fail(owner, name, "in [0, 1)", value)
-
-
-def check_integer(owner: str, name: str, value: Any, minimum: int) -> None:
-    """Raises ``ValueError`` unless a concrete ``value`` is an integer >= ``minimum``.
-
-    Booleans are rejected: ``True`` is an int to Python but never a count.
+    ``TypeError`` for a non-number, ``ValueError`` for a negative, NaN or
+    infinite value. Tracers pass; schedules and None pass where allowed.
     """
-    x = concrete_value(value)
-    if isinstance(value, bool) or (x is not None and not (x == int(x) and x >= minimum)):
+    _check_range(owner, name, value, lambda x: x >= 0, ">= 0", schedule=schedule, optional=optional)
+
+
+def check_positive(
+    owner: str, name: str, value: Any, *, schedule: bool = False, optional: bool = False
+) -> None:
+    """Raises unless ``value`` is a real number > 0 and finite (every entry)."""
+    _check_range(owner, name, value, lambda x: x > 0, "> 0", schedule=schedule, optional=optional)
+
+
+def check_decay(
+    owner: str, name: str, value: Any, *, schedule: bool = False, optional: bool = False
+) -> None:
+    """Raises unless ``value`` is a real number in [0, 1) (every entry)."""
+    _check_range(
+        owner,
+        name,
+        value,
+        lambda x: (0 <= x) & (x < 1),
+        "in [0, 1)",
+        schedule=schedule,
+        optional=optional,
+    )
+
+
+def _is_integer_number(value: Any) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, int | np.integer):
+        return True
+    return isinstance(value, np.ndarray | jax.Array) and (
+        value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer)
+    )
+
+
+def check_integer(
+    owner: str, name: str, value: Any, minimum: int, *, optional: bool = False
+) -> None:
+    """Raises unless ``value`` is an integer >= ``minimum`` (tracers pass).
+
+    An integer is a Python or NumPy int or an integer-dtype scalar array:
+    ``2.0`` is a float, and ``True`` is an int to Python but never a count
+    (both ``TypeError``).
+    """
+    if isinstance(value, jax.core.Tracer) or (value is None and optional):
+        return
+    if not _is_integer_number(value):
+        raise TypeError(f"{owner}: `{name}` must be an integer, got {_describe(value)}.")
+    if int(value) < minimum:
         _fail(owner, name, f"an integer >= {minimum}", value)
 
 
@@ -77,7 +177,7 @@ def check_static_integer(
 
     Raises:
       TypeError: for a tracer, saying to list ``name`` in ``inject_hyperparams``'
-        ``static_args``.
+        ``static_args``; for anything that is not an integer (``2.0``, ``True``).
       ValueError: unless ``value`` is an integer in ``[minimum, maximum]``.
     """
     if isinstance(value, jax.core.Tracer):
@@ -85,12 +185,11 @@ def check_static_integer(
             f"{owner}: `{name}` fixes a shape and cannot be traced; with "
             f"optax.inject_hyperparams, list it in `static_args`."
         )
+    if not _is_integer_number(value):
+        raise TypeError(f"{owner}: `{name}` must be an integer, got {_describe(value)}.")
+    number = operator.index(value) if not hasattr(value, "item") else int(value.item())
     bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or number < minimum or (maximum is not None and number > maximum):
+    if number < minimum or (maximum is not None and number > maximum):
         _fail(owner, name, f"an integer {bound}", value)
     return number
 
@@ -98,7 +197,7 @@ def check_static_integer(
 def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> None:
     """Raises ``ValueError`` unless ``value`` is one of ``choices``."""
     choices = tuple(choices)
-    if value not in choices:
+    if isinstance(value, jax.core.Tracer) or value not in choices:
         _fail(owner, name, f"one of {choices}", value)
 
 
@@ -120,6 +219,62 @@ def check_dtype(owner: str, name: str, value: Any) -> None:
         _fail(owner, name, "None or a floating-point dtype", value)
 
 
+def _leaf_dtype(leaf: Any) -> Any | None:
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None and isinstance(leaf, int | float | complex | np.generic):
+        dtype = np.result_type(leaf)
+    return None if dtype is None else jnp.dtype(dtype)
+
+
+def check_params(owner: str, params: Any, *, allow_complex: bool, what: str = "parameter") -> None:
+    """Raises ``TypeError`` unless every leaf of ``params`` is floating-point.
+
+    Complex leaves pass only with ``allow_complex`` (methods whose math extends
+    to complex numbers in optax's sense). Leaves without a dtype (placeholders
+    of ``optax.tree_map_params``) are not inspected. Runs at trace time only.
+
+    Args:
+      owner: the public name of the transformation, for the message.
+      params: the tree ``init`` received (arrays or ``jax.ShapeDtypeStruct``).
+      allow_complex: whether complex leaves are supported.
+      what: what the leaves are, for the message.
+    """
+    for path, leaf in jax.tree.flatten_with_path(params)[0]:
+        dtype = _leaf_dtype(leaf)
+        if dtype is None or jnp.issubdtype(dtype, jnp.floating):
+            continue
+        where = jax.tree_util.keystr(path) or "(the root)"
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            if allow_complex:
+                continue
+            raise TypeError(
+                f"{owner} does not support complex parameters: the {what} at {where} has "
+                f"dtype {dtype}. Optimise its real and imaginary parts as separate real "
+                f"leaves (e.g. store `jnp.stack([p.real, p.imag])`), or leave it out with "
+                f"`optax.masked` / `optax.multi_transform`."
+            )
+        raise TypeError(
+            f"{owner} updates floating-point parameters only: the {what} at {where} has "
+            f"dtype {dtype}. Cast it (e.g. `p.astype(jnp.float32)`), or leave it out with "
+            f"`optax.masked` / `optax.multi_transform`."
+        )
+
+
+def checking_params(
+    tx: optax.GradientTransformation, owner: str, *, allow_complex: bool
+) -> optax.GradientTransformationExtraArgs:
+    """``tx`` whose ``init`` first runs :func:`check_params` with ``owner``.
+
+    ``update`` is ``tx.update`` itself, so declared extra arguments stay visible.
+    """
+
+    def init_fn(params):
+        check_params(owner, params, allow_complex=allow_complex)
+        return tx.init(params)
+
+    return optax.GradientTransformationExtraArgs(init_fn, tx.update)
+
+
 def check_like_state(owner: str, updates: Any, reference: Any, what: str = "updates") -> None:
     """Raises ``ValueError`` if ``updates`` and a params-shaped state tree differ.
 
@@ -138,4 +293,28 @@ def check_like_state(owner: str, updates: Any, reference: Any, what: str = "upda
             raise ValueError(
                 f"{owner}: {what} at {jax.tree_util.keystr(path)} has shape {np.shape(u)}, "
                 f"but the state was initialised for shape {np.shape(r)}."
+            )
+
+
+def check_like_params(owner: str, updates: Any, params: Any | None) -> None:
+    """Raises ``ValueError`` if ``params`` is given and differs from ``updates``.
+
+    For transformations that keep no params-shaped state: without it, a
+    ``(1,)`` gradient for a ``(4,)`` parameter would silently broadcast.
+    Structure and shapes only, at trace time.
+    """
+    if params is None:
+        return
+    upd_leaves, upd_def = jax.tree.flatten_with_path(updates)
+    par_leaves, par_def = jax.tree.flatten_with_path(params)
+    if upd_def != par_def:
+        raise ValueError(
+            f"{owner}: the updates tree does not match the params tree.\n"
+            f"  updates: {upd_def}\n  params:  {par_def}"
+        )
+    for (path, u), (_, p) in zip(upd_leaves, par_leaves, strict=True):
+        if np.shape(u) != np.shape(p):
+            raise ValueError(
+                f"{owner}: the update at {jax.tree_util.keystr(path)} has shape "
+                f"{np.shape(u)}, but the parameter has shape {np.shape(p)}."
             )

@@ -43,6 +43,7 @@ def chain_with_weight_decay(
     weight_decay_mode: str,
     mask: Any | Callable[[optax.Params], Any] | None,
     owner: str,
+    allow_complex: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """Builds ``direction`` + weight decay + learning rate as one :func:`gdtx.chain`.
 
@@ -53,18 +54,48 @@ def chain_with_weight_decay(
       weight_decay_mode: ``"decoupled"``, ``"fixed"`` or ``"l2"`` (see the module docs).
       mask: which parameters decay, as in ``optax.add_decayed_weights``.
       owner: the public name of the alias, for error messages.
+      allow_complex: whether the alias supports complex parameters; ``init``
+        refuses integer parameters always, and complex ones unless this is set
+        (with a ``TypeError`` naming ``owner`` and the leaf).
 
     Returns:
       The chained transformation.
     """
     validation.check_choice(owner, "weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
-    validation.check_non_negative(owner, "learning_rate", learning_rate)
-    validation.check_non_negative(owner, "weight_decay", weight_decay)
+    validation.check_non_negative(owner, "learning_rate", learning_rate, schedule=True)
+    validation.check_non_negative(owner, "weight_decay", weight_decay, schedule=True)
     scale_by_lr = optax.scale_by_learning_rate(learning_rate)
     if weight_decay_mode == "l2":
-        parts = (optax.add_decayed_weights(weight_decay, mask), direction, scale_by_lr)
+        parts = (_decayed_weights(weight_decay, mask, owner), direction, scale_by_lr)
     elif weight_decay_mode == "decoupled":
-        parts = (direction, optax.add_decayed_weights(weight_decay, mask), scale_by_lr)
+        parts = (direction, _decayed_weights(weight_decay, mask, owner), scale_by_lr)
     else:  # "fixed": the decay is added after -lr, so it must not be scaled by it.
-        parts = (direction, scale_by_lr, optax.add_decayed_weights(_negated(weight_decay), mask))
-    return extra_args.chain(*parts)
+        parts = (direction, scale_by_lr, _decayed_weights(_negated(weight_decay), mask, owner))
+    chained = extra_args.chain(*parts)
+    return validation.checking_params(chained, owner, allow_complex=allow_complex)
+
+
+def _decayed_weights(
+    weight_decay: optax.ScalarOrSchedule, mask: Any, owner: str
+) -> optax.GradientTransformation:
+    """``optax.add_decayed_weights`` that needs ``params`` only when it decays.
+
+    The transformation is always in the chain (its state must not depend on a
+    value that may be traced), but a concrete ``weight_decay=0`` means there is
+    nothing to add, and then ``update`` works without params, as
+    ``optax.adabelief(lr).update(grads, state)`` does.
+    """
+    inner = optax.add_decayed_weights(weight_decay, mask)
+    no_decay = not callable(weight_decay) and validation.concrete_value(weight_decay) == 0.0
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            if no_decay:
+                return updates, state
+            raise ValueError(
+                f"{owner}: weight decay needs the parameters: call "
+                f"`update(updates, state, params)`, or set `weight_decay=0`."
+            )
+        return inner.update(updates, state, params)
+
+    return optax.GradientTransformation(inner.init, update_fn)
