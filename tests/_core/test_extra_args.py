@@ -57,3 +57,22 @@ def test_given_arguments_are_used_and_unknown_ones_ignored():
     params = jnp.ones(2)
     updates, _ = tx.update(params, tx.init(params), params, value=3.0, unknown="ignored")
     assert jnp.array_equal(updates, 3.0 * params)
+
+
+def test_chain_refuses_what_is_not_a_transformation():
+    with pytest.raises(
+        TypeError, match=r"gdtx\.chain: argument 1 must be an optax GradientTransformation.*got 1"
+    ):
+        gdtx.chain(optax.sgd(0.1), 1)
+
+
+def test_a_missing_extra_argument_names_the_fix_for_linen():
+    tx = extra_args.declare(
+        optax.GradientTransformationExtraArgs(
+            lambda p: optax.EmptyState(),
+            lambda u, s, p=None, **kw: (extra_args.get_required("gdtx.x", kw, ["value_fn"]), s),
+        ),
+        ["value_fn"],
+    )
+    with pytest.raises(TypeError, match=r"gdtx\.flax\.apply_gradients\(state, grads=grads"):
+        tx.update({}, tx.init({}))

@@ -17,7 +17,9 @@ def test_concrete_value_reads_real_scalars(value, expected):
     assert validation.concrete_value(value) == expected
 
 
-@pytest.mark.parametrize("value", [optax.constant_schedule(1.0), np.ones(3), "x", 1 + 2j])
+@pytest.mark.parametrize(
+    "value", [optax.constant_schedule(1.0), np.ones(3), "x", 1 + 2j, True, None]
+)
 def test_concrete_value_is_none_for_what_cannot_be_checked(value):
     assert validation.concrete_value(value) is None
 
@@ -98,18 +100,120 @@ def test_check_dtype_explains_a_dtype_turned_into_an_array():
 
 def test_check_integer():
     validation.check_integer("owner", "steps", 3, 0)
-    validation.check_integer("owner", "steps", 3.0, 1)
-    for bad in (-1, 2.5, True):
-        with pytest.raises(ValueError, match=r"owner: `steps` must be an integer >= 0, got"):
+    validation.check_integer("owner", "steps", np.int32(3), 1)
+    validation.check_integer("owner", "steps", jnp.asarray(3), 1)
+    validation.check_integer("owner", "steps", None, 0, optional=True)
+    with pytest.raises(ValueError, match=r"owner: `steps` must be an integer >= 0, got -1"):
+        validation.check_integer("owner", "steps", -1, 0)
+    # 2.0 used to pass and then crash `fori_loop`; NaN and inf passed too.
+    for bad in (2.0, 2.5, float("nan"), float("inf"), True, "2", None):
+        with pytest.raises(TypeError, match=r"owner: `steps` must be an integer, got"):
             validation.check_integer("owner", "steps", bad, 0)
 
 
 def test_check_static_integer():
     assert validation.check_static_integer("owner", "m", 4, 1) == 4
-    for bad, bound in ((0, ">= 1"), (2.5, ">= 1"), (True, ">= 1")):
-        with pytest.raises(ValueError, match=rf"owner: `m` must be an integer {bound}, got"):
+    assert validation.check_static_integer("owner", "m", np.int64(4), 1) == 4
+    with pytest.raises(ValueError, match=r"owner: `m` must be an integer >= 1, got 0"):
+        validation.check_static_integer("owner", "m", 0, 1)
+    for bad in (2.5, 4.0, True):
+        with pytest.raises(TypeError, match=r"owner: `m` must be an integer, got"):
             validation.check_static_integer("owner", "m", bad, 1)
     with pytest.raises(ValueError, match=r"must be an integer in \[1, 16\], got 17"):
         validation.check_static_integer("owner", "m", 17, 1, 16)
     with pytest.raises(TypeError, match=r"`m` fixes a shape .*static_args"):
         jax.jit(lambda m: validation.check_static_integer("owner", "m", m, 1))(3)
+
+
+_RANGE_CHECKS = (validation.check_decay, validation.check_non_negative, validation.check_positive)
+
+
+@pytest.mark.parametrize("check", _RANGE_CHECKS)
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("0.5", r"'0\.5' \(a str\)"),  # was parsed by NumPy and never range-checked
+        (True, r"True \(a bool\)"),  # was 1.0: b1=True gave NaN
+        (None, r"None \(a NoneType\)"),  # learning_rate=None was a step of +1
+        (0.5 + 0j, r"\(0\.5\+0j\) \(a complex\)"),
+        (lambda count: 0.5, r"<function .*> \(a function\)"),
+        ([0.5, "a"], r"\[0\.5, 'a'\] \(a list\)"),
+    ],
+)
+def test_a_hyperparameter_that_is_not_a_real_number_is_a_type_error(check, value, shown):
+    with pytest.raises(TypeError, match=rf"owner: `arg` must be a real number, got {shown}\."):
+        check("owner", "arg", value)
+
+
+@pytest.mark.parametrize("check", _RANGE_CHECKS)
+def test_schedules_and_none_pass_only_where_allowed(check):
+    check("owner", "learning_rate", optax.constant_schedule(0.5), schedule=True)
+    check("owner", "cap", None, optional=True)
+    with pytest.raises(TypeError, match=r"`learning_rate` must be a real number or a schedule"):
+        check("owner", "learning_rate", "0.5", schedule=True)
+    with pytest.raises(TypeError, match=r"`cap` must be a real number or None, got '1'"):
+        check("owner", "cap", "1", optional=True)
+
+
+@pytest.mark.parametrize("check", _RANGE_CHECKS)
+@pytest.mark.parametrize("value", [float("inf"), -float("inf"), float("nan")])
+def test_non_finite_hyperparameters_are_refused(check, value):
+    with pytest.raises(ValueError, match=r"owner: `arg` must be (finite|in \[0, 1\)|>= 0|> 0)"):
+        check("owner", "arg", value)
+
+
+@pytest.mark.parametrize(
+    "check, vector, message",
+    [
+        (validation.check_decay, [0.5, 1.5], r"must be in \[0, 1\), got \[0\.5, 1\.5\]"),
+        (validation.check_non_negative, np.array([1.0, -1.0]), r"must be >= 0"),
+        (validation.check_positive, jnp.array([1.0, 0.0]), r"must be > 0"),
+        (validation.check_positive, np.array([1.0, np.inf]), r"must be finite"),
+    ],
+)
+def test_every_entry_of_a_vector_hyperparameter_is_checked(check, vector, message):
+    with pytest.raises(ValueError, match=message):
+        check("owner", "arg", vector)
+    check("owner", "arg", np.full(3, 0.5))
+
+
+def test_check_params_refuses_integer_and_unsupported_complex_leaves():
+    params = {"w": jnp.zeros(3), "b": [jnp.zeros(2, jnp.bfloat16), jnp.zeros(1, jnp.int32)]}
+    with pytest.raises(
+        TypeError,
+        match=r"owner updates floating-point parameters only: the parameter at \['b'\]\[1\] "
+        r"has dtype int32\. Cast it",
+    ):
+        validation.check_params("owner", params, allow_complex=True)
+    complex_params = {"z": jax.ShapeDtypeStruct((2,), jnp.complex64)}
+    validation.check_params("owner", complex_params, allow_complex=True)
+    with pytest.raises(
+        TypeError,
+        match=r"owner does not support complex parameters: the parameter at \['z'\] has "
+        r"dtype complex64",
+    ):
+        validation.check_params("owner", complex_params, allow_complex=False)
+    with pytest.raises(TypeError, match=r"the parameter at \(the root\) has dtype bool"):
+        validation.check_params("owner", jnp.zeros(2, bool), allow_complex=True)
+    validation.check_params("owner", {}, allow_complex=False)
+
+
+def test_checking_params_checks_at_init_and_keeps_update():
+    inner = optax.scale_by_adam()
+    tx = validation.checking_params(inner, "owner", allow_complex=False)
+    assert tx.update is inner.update  # declared extra arguments are keyed by update
+    tx.init({"w": jnp.zeros(2)})
+    with pytest.raises(TypeError, match=r"owner does not support complex parameters"):
+        tx.init({"w": jnp.zeros(2, jnp.complex64)})
+
+
+def test_check_like_params_refuses_a_gradient_that_would_broadcast():
+    params = {"w": jnp.zeros(4)}
+    validation.check_like_params("owner", {"w": jnp.ones(4)}, params)
+    validation.check_like_params("owner", {"w": jnp.ones(1)}, None)  # nothing to compare
+    with pytest.raises(
+        ValueError, match=r"owner: the update at \['w'\] has shape \(1,\), but the parameter"
+    ):
+        validation.check_like_params("owner", {"w": jnp.ones(1)}, params)
+    with pytest.raises(ValueError, match=r"owner: the updates tree does not match the params"):
+        validation.check_like_params("owner", {"v": jnp.ones(4)}, params)

@@ -73,3 +73,52 @@ def test_mask_selects_what_decays(mode):
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match=r"test: `weight_decay_mode` must be one of"):
         _one_step("adamw")
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "fixed", "l2"])
+def test_update_without_params_works_when_nothing_decays(mode):
+    # optax.adabelief(lr).update(g, state) needs no params; gdtx's always-present
+    # decay transformation used to demand them even at weight_decay=0.
+    tx = chain_with_weight_decay(
+        optax.scale_by_sign(),
+        learning_rate=LR,
+        weight_decay=0.0,
+        weight_decay_mode=mode,
+        mask=None,
+        owner="gdtx.test_alias",
+    )
+    updates, _ = tx.update(GRADS, tx.init(PARAMS))
+    np.testing.assert_allclose(updates["w"], -LR * np.sign(GRADS["w"]))
+
+
+@pytest.mark.parametrize("weight_decay", [WD, optax.constant_schedule(WD)])
+def test_update_without_params_says_that_decay_needs_them(weight_decay):
+    tx = chain_with_weight_decay(
+        optax.scale_by_sign(),
+        learning_rate=LR,
+        weight_decay=weight_decay,
+        weight_decay_mode="decoupled",
+        mask=None,
+        owner="gdtx.test_alias",
+    )
+    with pytest.raises(ValueError, match=r"gdtx\.test_alias: weight decay needs the parameters"):
+        tx.update(GRADS, tx.init(PARAMS))
+
+
+def test_the_alias_refuses_integer_and_unsupported_complex_params_at_init():
+    def make(allow_complex):
+        return chain_with_weight_decay(
+            optax.scale_by_sign(),
+            learning_rate=LR,
+            weight_decay=WD,
+            weight_decay_mode="decoupled",
+            mask=None,
+            owner="gdtx.test_alias",
+            allow_complex=allow_complex,
+        )
+
+    with pytest.raises(TypeError, match=r"gdtx\.test_alias updates floating-point parameters"):
+        make(True).init({"w": jnp.arange(3)})
+    make(True).init({"w": jnp.zeros(3, jnp.complex64)})
+    with pytest.raises(TypeError, match=r"gdtx\.test_alias does not support complex"):
+        make(False).init({"w": jnp.zeros(3, jnp.complex64)})
