@@ -19,6 +19,14 @@ the official (or most used) code and says how to reproduce the other:
 
 AdaGrad-Norm keeps one scalar accumulator for the whole pytree (Ward et al.);
 coordinate-wise AdaGrad is ``optax.adagrad``.
+
+Complex parameters are supported in optax's sense: every square is the squared
+modulus ``|g|^2 = Re(g conj(g))`` (so ``nu`` and AdaGrad-Norm's accumulator are
+real-valued), first moments keep the gradient's phase, and diffGrad's friction
+uses the modulus ``|g_{t-1} - g_t|``. ``nu`` is stored in the parameter's dtype by
+default (complex, with a zero imaginary part, as optax stores it); a real
+``nu_dtype`` halves its memory. Phase-carrying state (``mu``, diffGrad's
+``prev_grad``) must have a complex dtype (or None) for complex parameters.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gdtx._core import dtypes, extra_args, rectification, validation
@@ -50,13 +59,24 @@ class ScaleByDiffGradState(NamedTuple):
       mu: EMA of the gradient ``m``, in ``mu_dtype``.
       nu: EMA of the squared gradient ``v``, in ``nu_dtype``.
       prev_grad: the previous step's gradient (zeros before the first step), in
-        the parameters' dtype.
+        ``prev_grad_dtype``.
     """
 
     count: jax.Array
     mu: optax.Updates
     nu: optax.Updates
     prev_grad: optax.Updates
+
+
+def _compute_dtypes(g: Any, m_prev: Any, v_prev: Any) -> tuple[Any, Any]:
+    """``(cdt, rdt)``: the arithmetic dtype (complex for complex ``g``) and its real part.
+
+    For real inputs both are ``compute_dtype(g, m_prev, v_prev)``; ``v`` is a
+    magnitude (real-valued even when stored in a complex dtype).
+    """
+    cdt = dtypes.compute_dtype(g, m_prev)
+    rdt = dtypes.compute_dtype(dtypes.real_dtype(cdt), v_prev.real)
+    return jnp.promote_types(cdt, rdt), rdt
 
 
 def _validate_moments(owner: str, b1, b2, eps, mu_dtype, nu_dtype) -> None:
@@ -75,6 +95,7 @@ def scale_by_diffgrad(
     *,
     mu_dtype: Any | None = None,
     nu_dtype: Any | None = None,
+    prev_grad_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Rescales updates like Adam, damped by the diffGrad friction.
 
@@ -92,6 +113,11 @@ def scale_by_diffgrad(
     in both PyTorch packages; ``eps_root=1e-15`` reproduces ``pytorch-optimizer``
     (which hard-codes it) and ``eps_root=0`` the ``torch-optimizer`` package.
 
+    For complex parameters ``v`` is the EMA of ``|g|^2`` and the friction takes the
+    modulus of the change, ``sigmoid(|g_{t-1} - g_t|)`` (a real factor, so the step
+    keeps the phase of ``m``); the paper defines neither, this is the natural
+    extension (``|.|`` is already the modulus in the real formula).
+
     Args:
       b1: decay rate of the first moment, in [0, 1).
       b2: decay rate of the second moment, in [0, 1).
@@ -99,6 +125,9 @@ def scale_by_diffgrad(
       eps_root: added to ``v`` inside the square root (not stored).
       mu_dtype: dtype of ``mu``; None keeps each parameter's dtype.
       nu_dtype: dtype of ``nu``; None keeps each parameter's dtype.
+      prev_grad_dtype: dtype of ``prev_grad``, the stored previous gradient; None
+        keeps each parameter's dtype (``jnp.bfloat16`` halves it for float32
+        parameters; the friction then compares with a rounded gradient).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`ScaleByDiffGradState`.
@@ -122,24 +151,29 @@ def scale_by_diffgrad(
     owner = "gdtx.scale_by_diffgrad"
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     validation.check_non_negative(owner, "eps_root", eps_root)
+    validation.check_dtype(owner, "prev_grad_dtype", prev_grad_dtype)
     mu_dtype = dtypes.canonical_dtype(mu_dtype)
     nu_dtype = dtypes.canonical_dtype(nu_dtype)
+    prev_grad_dtype = dtypes.canonical_dtype(prev_grad_dtype)
 
     def init_fn(params):
+        validation.check_params(owner, params, allow_complex=True)
+        dtypes.check_phase_dtype(owner, "mu_dtype", params, mu_dtype)
+        dtypes.check_phase_dtype(owner, "prev_grad_dtype", params, prev_grad_dtype)
         return ScaleByDiffGradState(
             count=jnp.zeros([], jnp.int32),
             mu=dtypes.zeros_like_params(params, mu_dtype),
             nu=dtypes.zeros_like_params(params, nu_dtype),
-            prev_grad=dtypes.zeros_like_params(params, None),
+            prev_grad=dtypes.zeros_like_params(params, prev_grad_dtype),
         )
 
     def leaf_update(g, m_prev, v_prev, g_prev, count):
-        cdt = dtypes.compute_dtype(g, m_prev, v_prev)
-        b1_, b2_, eps_, eps_root_ = (jnp.asarray(x, cdt) for x in (b1, b2, eps, eps_root))
-        t = jnp.asarray(count, cdt)
+        cdt, rdt = _compute_dtypes(g, m_prev, v_prev)
+        b1_, b2_, eps_, eps_root_ = (jnp.asarray(x, rdt) for x in (b1, b2, eps, eps_root))
+        t = jnp.asarray(count, rdt)
         g_c = g.astype(cdt)
         m = b1_ * m_prev.astype(cdt) + (1 - b1_) * g_c
-        v = b2_ * v_prev.astype(cdt) + (1 - b2_) * g_c * g_c
+        v = b2_ * dtypes.as_real(v_prev, rdt) + (1 - b2_) * dtypes.abs_sq(g_c)
         friction = jax.nn.sigmoid(jnp.abs(g_prev.astype(cdt) - g_c))
         step = jnp.sqrt(1 - b2_**t) / (1 - b1_**t)
         u = step * friction * m / (jnp.sqrt(v + eps_root_) + eps_)
@@ -152,6 +186,7 @@ def scale_by_diffgrad(
 
     def update_fn(updates, state, params=None, **extra):
         del params, extra
+        validation.check_state_type(owner, state, ScaleByDiffGradState)
         validation.check_like_state(owner, updates, state.mu)
         count = optax.safe_increment(state.count)
         out = jax.tree.map(
@@ -179,6 +214,7 @@ def diffgrad(
     mask: Any | None = None,
     mu_dtype: Any | None = None,
     nu_dtype: Any | None = None,
+    prev_grad_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """The diffGrad optimizer: Adam with a friction on slowly changing gradients.
 
@@ -210,6 +246,8 @@ def diffgrad(
       mask: which parameters decay, as in ``optax.add_decayed_weights``.
       mu_dtype: dtype of the first moment; None keeps the parameters' dtype.
       nu_dtype: dtype of the second moment; None keeps the parameters' dtype.
+      prev_grad_dtype: dtype of the stored previous gradient; None keeps the
+        parameters' dtype.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -238,7 +276,16 @@ def diffgrad(
     owner = "gdtx.diffgrad"
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     validation.check_non_negative(owner, "eps_root", eps_root)
-    direction = scale_by_diffgrad(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    validation.check_dtype(owner, "prev_grad_dtype", prev_grad_dtype)
+    direction = scale_by_diffgrad(
+        b1,
+        b2,
+        eps,
+        eps_root,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+        prev_grad_dtype=prev_grad_dtype,
+    )
     return chain_with_weight_decay(
         direction,
         learning_rate=learning_rate,
@@ -267,10 +314,14 @@ class RectifyState(NamedTuple):
 
 def _check_threshold(owner: str, threshold: Any) -> None:
     # Below rho = 4 the rectification term is imaginary: a threshold there would
-    # take "rectified" steps of size zero.
-    x = validation.concrete_value(threshold)
-    if x is not None and not x >= 4:
+    # take "rectified" steps of size zero. An infinite one would never rectify.
+    x = validation.real_values(owner, "threshold", threshold)
+    if x is None:
+        return
+    if not np.all(x >= 4):
         raise ValueError(f"{owner}: `threshold` must be >= 4, got {threshold!r}.")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{owner}: `threshold` must be finite, got {threshold!r}.")
 
 
 def _closure_value(fn: Any, name: str, depth: int = 3) -> Any:
@@ -314,7 +365,7 @@ def _warn_on_mismatch(owner: str, inner: Any, name: str, value: Any) -> None:
         f"`{name}={theirs!r}`; the rectification assumes the inner moments use "
         f"`{name}={ours!r}`. Pass `{name}={theirs!r}` to {owner}.",
         UserWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
@@ -438,7 +489,26 @@ def rectify(
       https://github.com/LiyuanLucasLiu/RAdam. optax issue #24 (a ``rectify``
       wrapper): https://github.com/google-deepmind/optax/issues/24
     """
-    owner = "gdtx.rectify"
+    return _rectify(
+        "gdtx.rectify",
+        inner,
+        b1=b1,
+        b2=b2,
+        threshold=threshold,
+        degenerated_to_sgd=degenerated_to_sgd,
+    )
+
+
+def _rectify(
+    owner: str,
+    inner: optax.GradientTransformation,
+    *,
+    b1: Any,
+    b2: Any,
+    threshold: Any,
+    degenerated_to_sgd: bool,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`rectify`, with ``owner`` naming the public function in messages."""
     validation.check_decay(owner, "b1", b1)
     validation.check_decay(owner, "b2", b2)
     _check_threshold(owner, threshold)
@@ -447,19 +517,24 @@ def rectify(
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
+        # The wrapper's own math is a real factor: complex parameters are as
+        # supported as the inner transformation supports them (its init decides).
+        validation.check_params(owner, params, allow_complex=True)
         inner_state = inner.init(params)
         _first_moment(owner, inner_state, params)
         return RectifyState(count=jnp.zeros([], jnp.int32), inner_state=inner_state)
 
     def leaf_update(u, m, count):
         cdt = dtypes.compute_dtype(u, m)
-        r_t, adaptive = rectification.rectification(b2, count, threshold, cdt)
-        t = jnp.asarray(count, cdt)
-        m_hat = m.astype(cdt) / (1 - jnp.asarray(b1, cdt) ** t)
+        rdt = dtypes.real_dtype(cdt)  # r_t, rho_t and the bias correction are real
+        r_t, adaptive = rectification.rectification(b2, count, threshold, rdt)
+        t = jnp.asarray(count, rdt)
+        m_hat = m.astype(cdt) / (1 - jnp.asarray(b1, rdt) ** t)
         fallback = m_hat if degenerated_to_sgd else jnp.zeros_like(m_hat)
         return jnp.where(adaptive, r_t * u.astype(cdt), fallback).astype(u.dtype)
 
     def update_fn(updates, state, params=None, **extra):
+        validation.check_state_type(owner, state, RectifyState)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
         count = optax.safe_increment(state.count)
         mu = _first_moment(owner, inner_state, updates)
@@ -473,7 +548,11 @@ def rectify(
 def _scale_by_adam_unbiased_eps(b1, b2, eps, mu_dtype, nu_dtype):
     """Adam with ``eps`` on the un-bias-corrected root (torch's RAdam convention)."""
 
+    owner = "gdtx.scale_by_radam"
+
     def init_fn(params):
+        validation.check_params(owner, params, allow_complex=True)
+        dtypes.check_phase_dtype(owner, "mu_dtype", params, mu_dtype)
         return optax.ScaleByAdamState(
             count=jnp.zeros([], jnp.int32),
             mu=dtypes.zeros_like_params(params, mu_dtype),
@@ -481,18 +560,19 @@ def _scale_by_adam_unbiased_eps(b1, b2, eps, mu_dtype, nu_dtype):
         )
 
     def leaf_update(g, m_prev, v_prev, count):
-        cdt = dtypes.compute_dtype(g, m_prev, v_prev)
-        b1_, b2_, eps_ = (jnp.asarray(x, cdt) for x in (b1, b2, eps))
-        t = jnp.asarray(count, cdt)
+        cdt, rdt = _compute_dtypes(g, m_prev, v_prev)
+        b1_, b2_, eps_ = (jnp.asarray(x, rdt) for x in (b1, b2, eps))
+        t = jnp.asarray(count, rdt)
         g_c = g.astype(cdt)
         m = b1_ * m_prev.astype(cdt) + (1 - b1_) * g_c
-        v = b2_ * v_prev.astype(cdt) + (1 - b2_) * g_c * g_c
+        v = b2_ * dtypes.as_real(v_prev, rdt) + (1 - b2_) * dtypes.abs_sq(g_c)
         u = jnp.sqrt(1 - b2_**t) / (1 - b1_**t) * m / (jnp.sqrt(v) + eps_)
         return u.astype(g.dtype), m.astype(m_prev.dtype), v.astype(v_prev.dtype)
 
     def update_fn(updates, state, params=None, **extra):
         del params, extra
-        validation.check_like_state("gdtx.scale_by_radam", updates, state.mu)
+        validation.check_state_type(owner, state, optax.ScaleByAdamState)
+        validation.check_like_state(owner, updates, state.mu)
         count = optax.safe_increment(state.count)
         out = jax.tree.map(lambda g, m, v: leaf_update(g, m, v, count), updates, state.mu, state.nu)
         new_updates, mu, nu = unzip(out, updates, 3)
@@ -570,7 +650,9 @@ def scale_by_radam(
     adam = _scale_by_adam_unbiased_eps(
         b1, b2, eps, dtypes.canonical_dtype(mu_dtype), dtypes.canonical_dtype(nu_dtype)
     )
-    return rectify(adam, b1=b1, b2=b2, threshold=threshold, degenerated_to_sgd=degenerated_to_sgd)
+    return _rectify(
+        owner, adam, b1=b1, b2=b2, threshold=threshold, degenerated_to_sgd=degenerated_to_sgd
+    )
 
 
 def radam(
@@ -734,6 +816,7 @@ def scale_by_adagrad_norm(
     validation.check_non_negative(owner, "eps", eps)
 
     def init_fn(params):
+        validation.check_params(owner, params, allow_complex=True)
         dtype = _accumulator_dtype(params)
         return ScaleByAdagradNormState(
             count=jnp.zeros([], jnp.int32),
@@ -741,7 +824,11 @@ def scale_by_adagrad_norm(
         )
 
     def update_fn(updates, state, params=None, **extra):
-        del params, extra
+        del extra
+        validation.check_state_type(owner, state, ScaleByAdagradNormState)
+        # No params-shaped state to compare with: compare with the params when given,
+        # so that a (1,) gradient is never broadcast onto a (4,) parameter.
+        validation.check_like_params(owner, updates, params)
         dtype = state.sum_of_squares.dtype
         # ||g||^2 summed in at least float32 (a bfloat16 sum would stall b_t early).
         wide = jax.tree.map(lambda g: g.astype(dtypes.compute_dtype(g, dtype)), updates)
@@ -800,5 +887,8 @@ def adagrad_norm(
     """
     owner = "gdtx.adagrad_norm"
     validation.check_non_negative(owner, "learning_rate", learning_rate, schedule=True)
+    validation.check_non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
+    validation.check_non_negative(owner, "eps", eps)
     direction = scale_by_adagrad_norm(initial_accumulator_value, eps)
-    return extra_args.chain(direction, optax.scale_by_learning_rate(learning_rate))
+    chained = extra_args.chain(direction, optax.scale_by_learning_rate(learning_rate))
+    return validation.checking_params(chained, owner, allow_complex=True)

@@ -127,7 +127,9 @@ def batch_gradient_statistics(
         global ones (the math).
 
     Returns:
-      A :class:`BatchGradientStatistics` of scalars (at least float32).
+      A :class:`BatchGradientStatistics` of real scalars (at least float32). Complex
+      gradients are taken as real vectors of their real and imaginary parts
+      (squares are ``|.|^2``, ``<a, b> = Re(sum a conj(b))``).
 
     Examples:
       Two examples with gradients ``(1, 0)`` and ``(3, 0)``: ``gbar = (2, 0)`` and
@@ -148,16 +150,23 @@ def batch_gradient_statistics(
     leaves = [_flat(x) for x in jax.tree.leaves(per_example_grads)]
     r = 1.0 / (b - 1)
     means = [jnp.mean(x, axis=0) for x in leaves]
-    block_sq = [jnp.sum(m * m) for m in means]
+    # Complex gradients are vectors of R^{2n} (real and imaginary parts): squares
+    # are |.|^2 and <a, b> = Re(sum a conj(b)); for real gradients this is a @ b.
+    block_sq = [jnp.sum(dtypes.abs_sq(m)) for m in means]
     mean_sq = sum(block_sq)
-    s_norm = r * sum(jnp.sum((x - m[None, :]) ** 2) for x, m in zip(leaves, means, strict=True))
+    s_norm = r * sum(
+        jnp.sum(dtypes.abs_sq(x - m[None, :])) for x, m in zip(leaves, means, strict=True)
+    )
+
+    def inner(x, m):
+        return jnp.real(x @ jnp.conj(m)) if jnp.iscomplexobj(x) else x @ m
 
     def inner_product_parts(xs, ms, sq):
         # <g_i, gbar> per example, and the squared norms of the orthogonal parts.
-        ip = sum(x @ m for x, m in zip(xs, ms, strict=True))
+        ip = sum(inner(x, m) for x, m in zip(xs, ms, strict=True))
         coef = jnp.where(sq > 0, ip / jnp.where(sq > 0, sq, 1), 0)
         orth = sum(
-            jnp.sum((x - coef[:, None] * m[None, :]) ** 2, axis=1)
+            jnp.sum(dtypes.abs_sq(x - coef[:, None] * m[None, :]), axis=1)
             for x, m in zip(xs, ms, strict=True)
         )
         return r * jnp.sum((ip - sq) ** 2), r * jnp.sum(orth)
@@ -254,7 +263,25 @@ def norm_test(
       https://github.com/timlautk/AdAdaGrad.
     """
     owner = "gdtx.norm_test"
+    _check_norm_test_args(owner, eta, max_batch_size)
+    return _norm_test(owner, per_example_grads, eta, max_batch_size)
+
+
+def _check_norm_test_args(owner: str, eta: Any, max_batch_size: Any) -> None:
     validation.check_positive(owner, "eta", eta)
+    validation.check_integer(owner, "max_batch_size", max_batch_size, 1)
+
+
+def _check_augmented_test_args(owner: str, theta: Any, nu: Any, max_batch_size: Any) -> None:
+    validation.check_positive(owner, "theta", theta)
+    # nu = inf is documented (it disables the orthogonality part): > 0, may be infinite.
+    x = validation.real_values(owner, "nu", nu)
+    if x is not None and not np.all(x > 0):
+        raise ValueError(f"{owner}: `nu` must be > 0 (or inf), got {nu!r}.")
+    validation.check_integer(owner, "max_batch_size", max_batch_size, 1)
+
+
+def _norm_test(owner: str, per_example_grads: Any, eta: Any, max_batch_size: Any):
     b = _batch_size(owner, per_example_grads)
     stats = batch_gradient_statistics(per_example_grads)
     eta2 = jnp.asarray(eta, stats.s_norm.dtype) ** 2
@@ -314,8 +341,15 @@ def augmented_inner_product_test(
       https://github.com/timlautk/AdAdaGrad.
     """
     owner = "gdtx.augmented_inner_product_test"
-    validation.check_positive(owner, "theta", theta)
-    validation.check_positive(owner, "nu", nu)
+    _check_augmented_test_args(owner, theta, nu, max_batch_size)
+    return _augmented_inner_product_test(
+        owner, per_example_grads, theta, nu, blockwise, max_batch_size
+    )
+
+
+def _augmented_inner_product_test(
+    owner: str, per_example_grads: Any, theta: Any, nu: Any, blockwise: bool, max_batch_size: Any
+) -> BatchSizeTest:
     b = _batch_size(owner, per_example_grads)
     stats = batch_gradient_statistics(per_example_grads, blockwise=blockwise)
     dtype = stats.s_ip.dtype
@@ -352,6 +386,16 @@ class AdaptiveBatchHistory(NamedTuple):
     compiled_batch_sizes: tuple[int, ...]
 
 
+def _check_sizes(owner: str, initial_batch_size: Any, max_batch_size: Any) -> None:
+    validation.check_static_integer(owner, "initial_batch_size", initial_batch_size, 2)
+    validation.check_static_integer(owner, "max_batch_size", max_batch_size, 2)
+    if not initial_batch_size <= max_batch_size:
+        raise ValueError(
+            f"{owner}: need 2 <= `initial_batch_size` <= `max_batch_size`, got "
+            f"{initial_batch_size!r} and {max_batch_size!r}."
+        )
+
+
 def allowed_batch_sizes(initial_batch_size: int, max_batch_size: int) -> tuple[int, ...]:
     """``initial_batch_size`` times the powers of two below the cap, and the cap.
 
@@ -371,11 +415,7 @@ def allowed_batch_sizes(initial_batch_size: int, max_batch_size: int) -> tuple[i
       Lau, Liu and Kolar, `AdAdaGrad <https://arxiv.org/abs/2402.11215>`_, 2024.
     """
     owner = "gdtx.allowed_batch_sizes"
-    if not 2 <= initial_batch_size <= max_batch_size:
-        raise ValueError(
-            f"{owner}: need 2 <= `initial_batch_size` <= `max_batch_size`, got "
-            f"{initial_batch_size!r} and {max_batch_size!r}."
-        )
+    _check_sizes(owner, initial_batch_size, max_batch_size)
     sizes = []
     b = initial_batch_size
     while b < max_batch_size:
@@ -454,6 +494,26 @@ def train_with_adaptive_batches(
     """
     owner = "gdtx.train_with_adaptive_batches"
     validation.check_choice(owner, "test", test, ("norm", "augmented"))
+    # Every argument is checked here, in the name of the function the user called
+    # (not of the test it runs inside the jitted step).
+    if not callable(loss_fn):
+        raise TypeError(f"{owner}: `loss_fn` must be callable, got {loss_fn!r}.")
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(
+            f"{owner}: `optimizer` must be an optax GradientTransformation, got {optimizer!r}."
+        )
+    validation.check_static_integer(owner, "num_steps", num_steps, 0)
+    _check_sizes(owner, initial_batch_size, max_batch_size)
+    _check_norm_test_args(owner, eta, max_batch_size)
+    _check_augmented_test_args(owner, theta, nu, max_batch_size)
+    if not isinstance(blockwise, bool | np.bool_):
+        raise TypeError(f"{owner}: `blockwise` must be a bool, got {blockwise!r}.")
+    validation.check_static_integer(owner, "seed", seed, 0)
+    if batch_sizes is not None:
+        for size in batch_sizes:
+            validation.check_static_integer(owner, "batch_sizes", size, 2)
     num_examples = {np.shape(x)[0] for x in jax.tree.leaves(data)}
     if len(num_examples) != 1:
         raise ValueError(f"{owner}: the leaves of `data` need one leading axis of examples.")
@@ -481,10 +541,10 @@ def train_with_adaptive_batches(
         per_example = jax.vmap(jax.value_and_grad(loss_fn), in_axes=(None, 0))
         losses, grads = per_example(params, batch)
         if test == "norm":
-            result = norm_test(grads, eta, max_batch_size=max_batch_size)
+            result = _norm_test(owner, grads, eta, max_batch_size)
         else:
-            result = augmented_inner_product_test(
-                grads, theta, nu, blockwise=blockwise, max_batch_size=max_batch_size
+            result = _augmented_inner_product_test(
+                owner, grads, theta, nu, blockwise, max_batch_size
             )
         mean_grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
         updates, opt_state = optimizer.update(mean_grad, opt_state, params)

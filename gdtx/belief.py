@@ -20,6 +20,13 @@ bias-corrected ``s``. The conventions are those of the official
   ``eps`` for both: keep ``eps == eps_root`` to reproduce it);
 - the state names its moments ``mu`` and ``nu`` as optax does, so that
   ``optax.tree.get(state, "nu")`` works across gdtx and optax.
+
+Complex parameters are supported in optax's sense (``optax.adabelief`` does the
+same): the squared deviation is ``|g_t - m_t|^2 = Re((g_t - m_t) conj(g_t - m_t))``,
+so ``s`` is real, ``m`` keeps the gradient's phase, and the step is ``m`` divided
+by a real scale. By default ``nu`` is stored in the parameter's (complex) dtype
+with a zero imaginary part, as optax stores it; ``nu_dtype=jnp.float32`` stores it
+real and halves its memory. ``mu_dtype`` must then be complex (or None).
 """
 
 from __future__ import annotations
@@ -109,11 +116,17 @@ def scale_by_belief(
       degenerated_to_sgd: with ``rectify``, take a momentum-SGD step below the
         threshold instead of no step.
       nesterov: use Nesterov momentum in the numerator.
-      mu_dtype: dtype of ``mu``; None keeps each parameter's dtype.
-      nu_dtype: dtype of ``nu`` (and ``nu_max``); None keeps each parameter's dtype.
+      mu_dtype: dtype of ``mu``; None keeps each parameter's dtype (it must be
+        complex for complex parameters).
+      nu_dtype: dtype of ``nu`` (and ``nu_max``); None keeps each parameter's dtype
+        (for a complex parameter a real dtype is allowed: ``nu`` is real-valued).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`ScaleByBeliefState`.
+
+    Raises:
+      TypeError: at ``init``, for integer parameters, or a real ``mu_dtype`` with
+        complex parameters; at ``update``, for a state this ``init`` did not make.
 
     Examples:
       The first step of AdaBelief has the same magnitude, ``1 / b1``, in every
@@ -138,6 +151,8 @@ def scale_by_belief(
     nu_dtype = dtypes.canonical_dtype(nu_dtype)
 
     def init_fn(params):
+        validation.check_params(owner, params, allow_complex=True)
+        dtypes.check_phase_dtype(owner, "mu_dtype", params, mu_dtype)
         return ScaleByBeliefState(
             count=jnp.zeros([], jnp.int32),
             mu=dtypes.zeros_like_params(params, mu_dtype),
@@ -162,8 +177,10 @@ def scale_by_belief(
         return sc
 
     def leaf_update(g, m_prev, s_prev, s_max_prev, scalars):
-        cdt = dtypes.compute_dtype(g, m_prev, s_prev)
-        sc = scalars(cdt)
+        cdt = dtypes.compute_dtype(g, m_prev)  # complex for complex parameters
+        rdt = dtypes.compute_dtype(dtypes.real_dtype(cdt), s_prev.real)  # s is real
+        cdt = jnp.promote_types(cdt, rdt)
+        sc = scalars(rdt)
         b1_, b2_, eps_, bc1, bc2 = sc["b1"], sc["b2"], sc["eps"], sc["bc1"], sc["bc2"]
         g_c = g.astype(cdt)
         m = b1_ * m_prev.astype(cdt) + (1 - b1_) * g_c
@@ -173,8 +190,10 @@ def scale_by_belief(
         # which then reads the old `s` after it was overwritten in place and forces a
         # full copy of the donated buffer (see docs/benchmarks.md). Rounding differs
         # from the official order by at most an ulp of `s`.
-        s = b2_ * s_prev.astype(cdt) + ((1 - b2_) * deviation * deviation + sc["eps_root"])
-        s_norm = jnp.maximum(s_max_prev.astype(cdt), s) if amsgrad else s
+        # |g - m|^2: deviation * deviation for real parameters, Re(d conj(d)) for complex.
+        sq_deviation = dtypes.abs_sq(deviation)
+        s = b2_ * dtypes.as_real(s_prev, rdt) + ((1 - b2_) * sq_deviation + sc["eps_root"])
+        s_norm = jnp.maximum(dtypes.as_real(s_max_prev, rdt), s) if amsgrad else s
         if nesterov:
             m_hat = b1_ * m / sc["bc1_next"] + (1 - b1_) * g_c / bc1
         else:
@@ -191,6 +210,7 @@ def scale_by_belief(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        validation.check_state_type(owner, state, ScaleByBeliefState)
         validation.check_like_state(owner, updates, state.mu)
         count = optax.safe_increment(state.count)
         # The step's scalars (bias corrections, rectification) are traced once per

@@ -31,9 +31,16 @@ release) and against the authors' TensorFlow code (``lballes/msvag``):
   ``0.999``; it only matters at ``t = 1``, see :func:`scale_by_msvag`);
 - ``gamma`` is clipped to ``[0, 1]`` and a ``0/0`` (a coordinate whose gradient
   has always been exactly zero) gives ``gamma = 0``;
-- the state names the moments ``mu`` and ``nu`` as optax does;
-- parameters must be real (``g * g`` is not ``|g|^2`` for complex ``g``): a complex
-  leaf raises a ``TypeError``.
+- the state names the moments ``mu`` and ``nu`` as optax does.
+
+Complex parameters: (M-)SVAG extends exactly. With ``|.|^2`` the squared
+modulus, ``nu`` averages ``|g|^2``, the variance is ``sigma^2 = E|g - mu|^2`` and
+``gamma = |mu|^2 / (|mu|^2 + sigma^2)`` is again the real factor minimising
+``E|gamma g - mu|^2``; it multiplies the complex ``m_hat`` (or ``g``), keeping its
+phase. ``nu`` is stored in the parameter's dtype by default (complex with a zero
+imaginary part, as optax stores second moments), or in a real ``nu_dtype``.
+M-SSD takes a sign, which has no complex counterpart in the paper: it refuses
+complex parameters at ``init`` with a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -55,13 +62,6 @@ from gdtx.sign import scale_by_signum
 _RHO_MAX = 0.9999
 
 
-def _check_real(owner: str, updates: Any) -> None:
-    # g * g of a complex gradient is not |g|^2: refuse rather than be silently wrong.
-    for leaf in jax.tree.leaves(updates):
-        if jnp.iscomplexobj(leaf):
-            raise TypeError(f"{owner} supports real parameters only, got a {leaf.dtype} leaf.")
-
-
 def _variance_factor(mean_sq: jax.Array, variance: jax.Array) -> jax.Array:
     """``clip(m^2 / (m^2 + var), 0, 1)`` with ``0/0 -> 0``."""
     gamma = jnp.clip(mean_sq / (mean_sq + variance), 0.0, 1.0)
@@ -69,16 +69,26 @@ def _variance_factor(mean_sq: jax.Array, variance: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(gamma), jnp.zeros_like(gamma), gamma)
 
 
-def _msvag_leaf(m, v, count, beta, cdt):
+def _compute_dtypes(g: Any, m: Any, v: Any) -> tuple[Any, Any]:
+    """``(cdt, rdt)``: the arithmetic dtype (complex for complex ``g``) and its real part.
+
+    Both are ``compute_dtype(g, m, v)`` for real inputs; ``v`` is real-valued.
+    """
+    cdt = dtypes.compute_dtype(g, m)
+    rdt = dtypes.compute_dtype(dtypes.real_dtype(cdt), v.real)
+    return jnp.promote_types(cdt, rdt), rdt
+
+
+def _msvag_leaf(m, v, count, beta, cdt, rdt):
     """Returns ``(m_hat, gamma)`` of one leaf from the stored moments ``m``, ``v``."""
-    beta = jnp.asarray(beta, cdt)
-    t = jnp.asarray(count, cdt)
+    beta = jnp.asarray(beta, rdt)
+    t = jnp.asarray(count, rdt)
     beta_t = beta**t
     bc = 1 - beta_t
     m_hat = m.astype(cdt) / bc
-    v_hat = v.astype(cdt) / bc
+    v_hat = dtypes.as_real(v, rdt) / bc
     rho = jnp.minimum((1 - beta) * (1 + beta_t) / ((1 + beta) * bc), _RHO_MAX)
-    mean_sq = m_hat * m_hat
+    mean_sq = dtypes.abs_sq(m_hat)
     s = (v_hat - mean_sq) / (1 - rho)
     # At t = 1, v_hat - m_hat^2 is exactly 0 in exact arithmetic (one sample has no
     # spread); its rounding error would be amplified by 1 / (1 - rho) = 1e4 and
@@ -167,6 +177,8 @@ def scale_by_msvag(
     nu_dtype = dtypes.canonical_dtype(nu_dtype)
 
     def init_fn(params):
+        validation.check_params(owner, params, allow_complex=True)
+        dtypes.check_phase_dtype(owner, "mu_dtype", params, mu_dtype)
         return ScaleByMsvagState(
             count=jnp.zeros([], jnp.int32),
             mu=dtypes.zeros_like_params(params, mu_dtype),
@@ -174,18 +186,18 @@ def scale_by_msvag(
         )
 
     def leaf_update(g, m_prev, v_prev, count):
-        cdt = dtypes.compute_dtype(g, m_prev, v_prev)
-        beta_ = jnp.asarray(beta, cdt)
+        cdt, rdt = _compute_dtypes(g, m_prev, v_prev)
+        beta_ = jnp.asarray(beta, rdt)
         g_c = g.astype(cdt)
         m = beta_ * m_prev.astype(cdt) + (1 - beta_) * g_c
-        v = beta_ * v_prev.astype(cdt) + (1 - beta_) * g_c * g_c
-        m_hat, gamma = _msvag_leaf(m, v, count, beta_, cdt)
+        v = beta_ * dtypes.as_real(v_prev, rdt) + (1 - beta_) * dtypes.abs_sq(g_c)
+        m_hat, gamma = _msvag_leaf(m, v, count, beta_, cdt, rdt)
         return (gamma * m_hat).astype(g.dtype), m.astype(m_prev.dtype), v.astype(v_prev.dtype)
 
     def update_fn(updates, state, params=None, **extra):
         del params, extra
+        validation.check_state_type(owner, state, ScaleByMsvagState)
         validation.check_like_state(owner, updates, state.mu)
-        _check_real(owner, updates)
         count = optax.safe_increment(state.count)
         out = jax.tree.map(lambda g, m, v: leaf_update(g, m, v, count), updates, state.mu, state.nu)
         new_updates, mu, nu = unzip(out, updates, 3)
@@ -231,8 +243,8 @@ def msvag_gamma(state: Any, beta: jax.typing.ArrayLike = 0.9) -> optax.Updates:
     validation.check_decay("gdtx.msvag_gamma", "beta", beta)
 
     def leaf(m, v):
-        cdt = dtypes.compute_dtype(m, v)
-        return _msvag_leaf(m, v, inner.count, beta, cdt)[1]
+        cdt, rdt = _compute_dtypes(m, m, v)
+        return _msvag_leaf(m, v, inner.count, beta, cdt, rdt)[1]
 
     return jax.tree.map(leaf, inner.mu, inner.nu)
 
@@ -345,6 +357,9 @@ def m_ssd(
       An ``optax.GradientTransformationExtraArgs`` (its direction's state is a
       ``gdtx.sign.ScaleBySignumState``).
 
+    Raises:
+      TypeError: at ``init``, for integer or complex parameters.
+
     Examples:
       Every coordinate moves by exactly the learning rate, whatever the
       gradient's scale:
@@ -373,6 +388,7 @@ def m_ssd(
         weight_decay_mode=weight_decay_mode,
         mask=mask,
         owner=owner,
+        allow_complex=False,  # a sign has no complex counterpart in the paper
     )
 
 
@@ -387,6 +403,40 @@ class ScaleBySvagState(NamedTuple):
     """
 
     count: jax.Array
+
+
+def _is_masked(x: Any) -> bool:
+    return isinstance(x, optax.MaskedNode)
+
+
+def _drop_masked(owner: str, grad_variance: Any, updates: Any) -> Any:
+    """``grad_variance`` shaped like ``updates``, or a ``ValueError`` naming the mismatch.
+
+    ``optax.masked`` passes extra arguments through unmasked (unless
+    ``mask_compatible_extra_args=True``): where ``updates`` holds a
+    ``MaskedNode`` and ``grad_variance`` a value, the value is dropped.
+    """
+    if jax.tree.structure(grad_variance) != jax.tree.structure(updates):
+        masked_nodes = jax.tree.leaves(updates, is_leaf=_is_masked)
+        if any(_is_masked(x) for x in masked_nodes):
+            try:
+                grad_variance = jax.tree.map(
+                    lambda u, v: u if _is_masked(u) else v,
+                    updates,
+                    grad_variance,
+                    is_leaf=_is_masked,
+                )
+            except ValueError:
+                pass  # not the full tree either: reported below
+    try:
+        validation.check_like_state(owner, grad_variance, updates, what="grad_variance")
+    except ValueError as error:
+        raise ValueError(
+            f"{error}\n  `grad_variance` must be shaped like the gradients given to "
+            f"update (with optax.masked: like the full gradient tree, or masked too with "
+            f"`optax.masked(..., mask_compatible_extra_args=True)`)."
+        ) from None
+    return grad_variance
 
 
 def scale_by_svag() -> optax.GradientTransformationExtraArgs:
@@ -405,6 +455,15 @@ def scale_by_svag() -> optax.GradientTransformationExtraArgs:
     variance estimate it uses where one is available; the factor can be logged
     as ``g**2 / (g**2 + grad_variance)`` from the same two inputs. The extra argument
     ``grad_variance`` is required: ``update(grads, state, params, grad_variance=...)``.
+
+    For complex parameters ``g^2`` is ``|g|^2`` and ``grad_variance`` is the real
+    ``E|g - mu|^2 / B`` (what :func:`batch_mean_and_variance` returns for complex
+    per-example gradients).
+
+    Inside ``optax.masked``, ``grad_variance`` may be given for the whole
+    parameter tree: the entries of masked-out parameters are dropped (or pass
+    ``mask_compatible_extra_args=True`` to ``optax.masked``, which masks it too).
+    When ``params`` is given, the gradients must match it leaf for leaf.
 
     .. warning::
       The authors' ``SVAGOptimizer`` is a different estimator: it takes the
@@ -436,20 +495,20 @@ def scale_by_svag() -> optax.GradientTransformationExtraArgs:
     owner = "gdtx.scale_by_svag"
 
     def init_fn(params):
-        del params
+        validation.check_params(owner, params, allow_complex=True)
         return ScaleBySvagState(count=jnp.zeros([], jnp.int32))
 
     def leaf_update(g, var):
-        cdt = dtypes.compute_dtype(g, var)
+        cdt, rdt = _compute_dtypes(g, g, var)
         g_c = g.astype(cdt)
-        gamma = _variance_factor(g_c * g_c, var.astype(cdt))
+        gamma = _variance_factor(dtypes.abs_sq(g_c), dtypes.as_real(var, rdt))
         return (gamma * g_c).astype(g.dtype)
 
     def update_fn(updates, state, params=None, **extra):
-        del params
+        validation.check_state_type(owner, state, ScaleBySvagState)
+        validation.check_like_params(owner, updates, params)
         (grad_variance,) = extra_args.get_required(owner, extra, ["grad_variance"])
-        validation.check_like_state(owner, grad_variance, updates, what="grad_variance")
-        _check_real(owner, updates)
+        grad_variance = _drop_masked(owner, grad_variance, updates)
         new_updates = jax.tree.map(leaf_update, updates, grad_variance)
         return new_updates, ScaleBySvagState(count=optax.safe_increment(state.count))
 
@@ -529,7 +588,8 @@ def batch_mean_and_variance(
       \\widehat{\\mathrm{Var}}[\\bar g] = \\frac{1}{B (B - 1)} \\sum_b (g_b - \\bar g)^2,
 
     the unbiased per-example variance divided by ``B``: the ``grad_variance`` that
-    :func:`scale_by_svag` expects. The sum of squared deviations is optax's
+    :func:`scale_by_svag` expects. For complex gradients the square is ``|.|^2`` and
+    the variance is real (in the gradients' real dtype). The sum of squared deviations is optax's
     ``optax.experimental.aggregating.get_per_element_mean_and_sum_sq_diff_grads``
     (two-pass, so no cancellation).
 
@@ -563,5 +623,13 @@ def batch_mean_and_variance(
         )
     (mean, aux), _ = aggregator.update(per_example_grads, optax.EmptyState(), None)
     scale = 1.0 / (batch_size * (batch_size - 1))
-    variance = jax.tree.map(lambda s: (s * scale).astype(s.dtype), aux["sum_sq_diff_grads"])
+
+    def sum_sq_diff(x, m, optax_sum):
+        if not jnp.iscomplexobj(x):
+            return optax_sum
+        # optax squares (x - mean) ** 2, which for complex x is not |x - mean|^2.
+        return jnp.sum(dtypes.abs_sq(x - jnp.expand_dims(m, axis)), axis=axis)
+
+    sums = jax.tree.map(sum_sq_diff, per_example_grads, mean, aux["sum_sq_diff_grads"])
+    variance = jax.tree.map(lambda s: (s * scale).astype(s.dtype), sums)
     return mean, variance

@@ -33,3 +33,51 @@ def zeros_like_params(params: Any, dtype: Any) -> Any:
     ``None`` leaves as ``None``.
     """
     return optax.tree.zeros_like(params, dtype=canonical_dtype(dtype))
+
+
+def real_dtype(dtype: Any) -> Any:
+    """The real dtype of the same precision: complex64 -> float32, float32 stays."""
+    return jnp.finfo(dtype).dtype
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|^2`` as a real array: ``x * x`` for real ``x``, ``Re(x conj(x))`` for complex.
+
+    The squared modulus is what every second moment, variance and norm needs for
+    complex numbers (optax's ``numerics.abs_sq``); ``x * x`` of a complex ``x`` is
+    not it (its real part can be negative and it carries a phase).
+    """
+    if jnp.iscomplexobj(x):
+        return jnp.real(x * jnp.conj(x))
+    return x * x
+
+
+def as_real(x: jax.Array, dtype: Any) -> jax.Array:
+    """A stored magnitude (real values, possibly in a complex dtype) as real ``dtype``.
+
+    Magnitude moments (``nu``) of complex parameters are stored in the
+    parameter's complex dtype by default, as optax does, with a zero imaginary
+    part: read back their real part without a ``ComplexWarning``.
+    """
+    return (jnp.real(x) if jnp.iscomplexobj(x) else x).astype(dtype)
+
+
+def check_phase_dtype(owner: str, name: str, params: Any, dtype: Any) -> None:
+    """Raises ``TypeError`` if a real ``dtype`` would hold a complex leaf's phase.
+
+    Moments that carry the gradient's phase (``mu``, a previous gradient) cannot
+    be stored in a real dtype for a complex parameter: the cast would drop the
+    imaginary part. Magnitude moments (``nu``) may be real: do not check those.
+    """
+    if dtype is None or jnp.issubdtype(dtype, jnp.complexfloating):
+        return
+    for path, leaf in jax.tree.flatten_with_path(params)[0]:
+        leaf_dtype = getattr(leaf, "dtype", None)
+        if leaf_dtype is not None and jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+            where = jax.tree_util.keystr(path) or "(the root)"
+            raise TypeError(
+                f"{owner}: `{name}={jnp.dtype(dtype).name}` is real, but the parameter at "
+                f"{where} is {jnp.dtype(leaf_dtype).name}: a real `{name}` would drop the "
+                f"imaginary part of the gradient. Use a complex dtype (e.g. "
+                f"`{name}=jnp.complex64`) or None (the parameter's dtype)."
+            )

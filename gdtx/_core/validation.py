@@ -318,3 +318,20 @@ def check_like_params(owner: str, updates: Any, params: Any | None) -> None:
                 f"{owner}: the update at {jax.tree_util.keystr(path)} has shape "
                 f"{np.shape(u)}, but the parameter has shape {np.shape(p)}."
             )
+
+
+def check_state_type(owner: str, state: Any, expected_type: type) -> None:
+    """Raises ``TypeError`` unless ``state`` is an ``expected_type`` (at trace time).
+
+    A state of another optimizer (a checkpoint restored into the wrong
+    transformation, states of a chain passed in the wrong order) would otherwise
+    fail deep inside ``update`` with an ``AttributeError`` on a field name.
+    """
+    if isinstance(state, expected_type):
+        return
+    raise TypeError(
+        f"{owner}: `state` is a {type(state).__name__}, expected a "
+        f"{expected_type.__name__}; was it initialised by another optimizer (or restored "
+        f"from another optimizer's checkpoint)? Pass the state that this "
+        f"transformation's `init` returned."
+    )
