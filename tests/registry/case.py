@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import optax
+
+import gdtx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +34,14 @@ class Case:
         one-device ``shard_map``).
       reads / writes: the arrays a step reads and writes per parameter element
         (for the benchmark's bandwidth floor).
-      invalid: ``(kwargs override, regex)`` pairs that must raise ``ValueError``.
+      invalid: ``(kwargs override, regex)`` pairs that must raise ``ValueError``
+        (or ``TypeError``, for a value of the wrong type).
+      owner: the public gdtx name that the row's error messages must name. None:
+        ``gdtx.<factory name>`` when the factory is a public gdtx function; for a
+        test-local wrapper, any public gdtx name (it forwards to several).
+      unvalidated_args: argument -> why the battery does not type-check it: only
+        for arguments a test-local wrapper hands to optax, which does not
+        validate (e.g. ``{"learning_rate": "forwarded to optax.sgd"}``).
     """
 
     name: str
@@ -48,9 +58,21 @@ class Case:
     reads: tuple[str, ...] = ("grad", "param")
     writes: tuple[str, ...] = ("param",)
     invalid: tuple[tuple[Mapping[str, Any], str], ...] = ()
+    owner: str | None = None
+    unvalidated_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides: Any) -> optax.GradientTransformation:
         return self.factory(**{**self.kwargs, **overrides})
+
+    @property
+    def owner_pattern(self) -> str:
+        """A regex for the public name the row's messages must name."""
+        if self.owner is not None:
+            return re.escape(self.owner) + r"\b"
+        name = getattr(self.factory, "__name__", "")
+        if getattr(gdtx, name, None) is self.factory:
+            return re.escape(f"gdtx.{name}") + r"\b"
+        return r"gdtx\.(" + "|".join(sorted(gdtx.__all__, key=len, reverse=True)) + r")\b"
 
     def __str__(self) -> str:
         return self.name
