@@ -9,6 +9,9 @@ optimizer. The comparison is written to ``workdir``:
 * ``curves.png``: loss (and accuracy, where the task has one) against steps,
   one colour per optimizer.
 * ``summary.md``: the Markdown summary table, also printed to stdout.
+* ``config.json``: the resolved config (overrides applied), written before
+  training starts (kept as it is when the workdir's checkpoints belong to
+  another config, whose resumption then fails).
 * ``checkpoints/<optimizer>/<step>/``: Orbax checkpoints every
   ``config.checkpoint_every`` steps (0 disables them) holding the parameters,
   the optimizer state, the JAX key, the data sampler's state (data order and
@@ -464,6 +467,28 @@ def summary_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes ``config.json`` (the resolved config, indented) to ``workdir``; returns its path.
+
+    A ``config.json`` of another config next to checkpoints is left alone: those
+    checkpoints belong to it, and resuming from them fails in ``train_one``.
+    """
+    path = os.path.join(workdir, "config.json")
+    resolved = json.loads(config.to_json())
+    if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
+        with open(path) as f:
+            try:
+                previous = json.load(f)
+            except json.JSONDecodeError:
+                previous = None
+        if previous is not None and _comparable(previous) != _comparable(resolved):
+            return path
+    with open(path, "w") as f:
+        json.dump(resolved, f, indent=2)
+        f.write("\n")
+    return path
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
 ) -> dict[str, Any] | None:
@@ -471,8 +496,8 @@ def train_and_evaluate(
 
     Args:
       config: the experiment's hyperparameters, see ``configs/default.py``.
-      workdir: directory for ``results.json``, ``curves.png``, ``summary.md``
-        and ``checkpoints/``; created if missing. If it holds checkpoints of
+      workdir: directory for ``results.json``, ``curves.png``, ``summary.md``,
+        ``config.json`` and ``checkpoints/``; created if missing. If it holds checkpoints of
         the same config, training resumes from them.
       stop_after: stop every optimizer after this step, leaving checkpoints
         but no results (simulates a preemption; for tests).
@@ -484,6 +509,7 @@ def train_and_evaluate(
     # Build every optimizer first so that a typo fails before any training.
     labels = _labels(config.optimizers)
     txs = [build_optimizer(c) for c in config.optimizers]
+    write_config(config, workdir)
     # Runs of the same config in one process (a resumed run, tests, notebooks)
     # reuse the task and the compiled functions of the previous run; only the
     # latest config is kept.
