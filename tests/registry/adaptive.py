@@ -31,7 +31,8 @@ _KNOBS = {"mu_dtype": ("mu",), "nu_dtype": ("nu",)}
 _DIFFGRAD = {
     "factory": gdtx.diffgrad,
     "static_args": ("weight_decay_mode",),
-    "dtype_knobs": _KNOBS,
+    "dtype_knobs": {**_KNOBS, "prev_grad_dtype": ("prev_grad",)},
+    "supports_complex": True,
     "reads": ("grad", "param", "mu", "nu", "prev_grad"),
     "writes": ("param", "mu", "nu", "prev_grad"),
     "invalid": _invalid("diffgrad", (({"eps_root": -1.0}, r"`eps_root` must be >= 0"),)),
@@ -41,6 +42,7 @@ _RADAM = {
     "factory": gdtx.radam,
     "static_args": ("degenerated_to_sgd", "weight_decay_mode"),
     "dtype_knobs": _KNOBS,
+    "supports_complex": True,
     "reads": ("grad", "param", "mu", "nu"),
     "writes": ("param", "mu", "nu"),
     "invalid": _invalid(
@@ -65,6 +67,8 @@ CASES = (
         factory=rectified_belief,
         kwargs={"learning_rate": 1e-2},
         dtype_knobs=_KNOBS,
+        supports_complex=True,
+        unvalidated_args={"learning_rate": "forwarded to optax.scale_by_learning_rate"},
         reads=("grad", "param", "mu", "nu"),
         writes=("param", "mu", "nu"),
     ),
@@ -77,7 +81,7 @@ CASES = (
             ({"learning_rate": -1.0}, r"gdtx\.adagrad_norm: `learning_rate` must be >= 0"),
             (
                 {"initial_accumulator_value": -1.0},
-                r"gdtx\.scale_by_adagrad_norm: `initial_accumulator_value` must be >= 0, got -1",
+                r"gdtx\.adagrad_norm: `initial_accumulator_value` must be >= 0, got -1",
             ),
             ({"eps": -1e-8}, r"`eps` must be >= 0, got -1e-08"),
         ),

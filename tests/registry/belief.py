@@ -22,6 +22,8 @@ _BELIEF = {
     "reads": ("grad", "param", "mu", "nu"),
     "writes": ("param", "mu", "nu"),
     "invalid": _INVALID,
+    # |g - m|^2 in optax's sense (tests/test_belief.py checks a float64 transcription).
+    "supports_complex": True,
 }
 
 CASES = (

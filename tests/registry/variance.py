@@ -1,6 +1,7 @@
 """Registry rows for the variance-adaptation family (gdtx.variance)."""
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import gdtx
@@ -15,8 +16,9 @@ _WD_INVALID = (
 def _svag_extra_args(loss, params, grads):
     # A gradient noise of half the squared signal: gamma = 2/3 everywhere, so SVAG
     # converges like SGD with a smaller step (a constant variance would stall it).
+    # |g|^2, real for complex gradients too (the variance of a complex gradient is real).
     del loss, params
-    return {"grad_variance": jax.tree.map(lambda g: 0.5 * g * g, grads)}
+    return {"grad_variance": jax.tree.map(lambda g: 0.5 * jnp.real(g * jnp.conj(g)), grads)}
 
 
 CASES = (
@@ -26,6 +28,7 @@ CASES = (
         kwargs={"learning_rate": 1e-2},
         static_args=("weight_decay_mode",),
         dtype_knobs={"mu_dtype": ("mu",), "nu_dtype": ("nu",)},
+        supports_complex=True,
         reads=("grad", "param", "mu", "nu"),
         writes=("param", "mu", "nu"),
         invalid=(
@@ -45,6 +48,7 @@ CASES = (
         static_args=("weight_decay_mode",),
         required_extra_args=frozenset({"grad_variance"}),
         extra_args=_svag_extra_args,
+        supports_complex=True,
         reads=("grad", "grad_variance", "param"),
         writes=("param",),
         invalid=(
