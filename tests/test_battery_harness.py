@@ -2,17 +2,24 @@
 
 These make sure the harness does what the battery relies on: a row that needs
 a named mesh axis really runs under one, and a row's extra arguments reach
-``update``.
+``update``; and that each battery check can fail, on a toy transformation
+broken in the way the check is about.
 """
+
+import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 import pytest
 
-from gdtx._core import extra_args
+from gdtx._core import extra_args, trees, validation
 from tests import harness
+from tests import test_battery as battery
 from tests.registry import ALL_CASES, Case
+
+P = jax.sharding.PartitionSpec
 
 
 def _psum_over(axis_name):
@@ -65,3 +72,233 @@ def test_row_extra_args_reach_update():
 def test_case_names_are_unique():
     names = [case.name for case in ALL_CASES]
     assert len(names) == len(set(names))
+
+
+# --- each battery check can fail: deliberately broken toy transformations ---------------
+#
+# ``_toy_rms`` is a correct small RMSProp (validated, complex in optax's sense, shapes
+# checked, empty trees fine); each mutant breaks one property, and the battery check
+# for that property must catch it.
+
+_OWNER = "gdtx.toy"
+
+
+class _ToyState(NamedTuple):
+    count: jax.Array
+    nu: optax.Updates
+
+
+def _toy_rms(
+    learning_rate=0.1,
+    decay=0.9,
+    *,
+    abs_sq=True,
+    refuse_complex=False,
+    refuse_integers=True,
+    check_shapes=True,
+    validate=True,
+    empty_ok=True,
+    replicate_state=False,
+    sharding_dependent=False,
+):
+    if validate:
+        validation.check_non_negative(_OWNER, "learning_rate", learning_rate, schedule=True)
+        validation.check_decay(_OWNER, "decay", decay)
+    else:  # the mutant parses what it is given: "0.1" and True pass
+        learning_rate, decay = float(learning_rate), float(decay)
+
+    def zeros(p):
+        # The mutant keeps nu in the param's dtype, as g * g needs for complex g.
+        z = jnp.zeros_like(p, jnp.real(jnp.zeros((), p.dtype)).dtype if abs_sq else p.dtype)
+        mesh = jax.typeof(z).sharding.mesh
+        return jax.sharding.reshard(z, P()) if replicate_state and not mesh.empty else z
+
+    def init(params):
+        if refuse_integers or refuse_complex:
+            for path, leaf in jax.tree.leaves_with_path(params):
+                where = jax.tree_util.keystr(path)
+                if refuse_complex and jnp.iscomplexobj(leaf):
+                    raise TypeError(f"{_OWNER} does not support complex parameters: {where}")
+                if refuse_integers and jnp.issubdtype(leaf.dtype, jnp.integer):
+                    raise TypeError(f"{_OWNER} updates floating-point parameters: {where}")
+        return _ToyState(jnp.zeros([], jnp.int32), jax.tree.map(zeros, params))
+
+    def update(updates, state, params=None, **extra):
+        del extra
+        if check_shapes:
+            validation.check_like_state(_OWNER, updates, state.nu)
+        if not empty_ok:  # the old unzip: transposing an empty tree of tuples fails
+            jax.tree.transpose(
+                jax.tree.structure(updates), jax.tree.structure((0, 0)), jax.tree.leaves(updates)
+            )
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+
+        def leaf(g, state_nu):
+            nu = state_nu
+            sq = (g * jnp.conj(g)).real if abs_sq else g * g
+            nu = decay * nu + (1 - decay) * sq
+            step = -lr * g / (jnp.sqrt(nu) + 1e-8)
+            if sharding_dependent and any(jax.typeof(g).sharding.spec):
+                step = 2 * step
+            return step.astype(g.dtype), nu.astype(state_nu.dtype)
+
+        new_updates, nu = trees.unzip(jax.tree.map(leaf, updates, state.nu), updates, 2)
+        return new_updates, _ToyState(optax.safe_increment(state.count), nu)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _toy_case(supports_complex=True, **mutation):
+    def factory(learning_rate=0.1, decay=0.9):
+        return _toy_rms(learning_rate, decay, **mutation)
+
+    return Case(
+        name="toy_rms",
+        factory=factory,
+        kwargs={"learning_rate": 0.01},
+        supports_complex=supports_complex,
+        owner=_OWNER,
+        invalid=(({"decay": 1.5}, r"gdtx\.toy: `decay` must be in \[0, 1\)"),),
+    )
+
+
+_CAUGHT = (AssertionError, pytest.fail.Exception)
+
+
+def test_the_correct_toy_passes_the_new_checks():
+    case = _toy_case()
+    battery.test_complex_parabola_converges(case)
+    battery.test_integer_params_are_refused_at_init(case)
+    battery.test_a_gradient_of_the_wrong_shape_raises(case)
+    battery.test_hyperparameters_must_be_real_numbers(case)
+    battery.test_learning_rate_and_weight_decay_may_be_schedules(case)
+    battery.test_invalid_hyperparameters_raise(case)
+    battery.test_empty_tree(case)
+    battery.test_masked_with_an_all_false_mask_passes_updates_through(case)
+    battery.test_multi_transform_with_an_unused_label(case)
+    battery.test_complex_params_are_refused_at_init(
+        _toy_case(supports_complex=False, refuse_complex=True)
+    )
+    for axis_type, window in (("auto", "leading"), ("explicit", "after")):
+        battery.test_state_sharding_follows_params(case, _AXIS_TYPES[axis_type], window)
+
+
+_AXIS_TYPES = {"auto": jax.sharding.AxisType.Auto, "explicit": jax.sharding.AxisType.Explicit}
+
+
+def test_squaring_a_complex_gradient_is_caught():
+    with pytest.raises(_CAUGHT):
+        battery.test_complex_parabola_converges(_toy_case(abs_sq=False))
+
+
+def test_silently_accepting_complex_params_is_caught():
+    with pytest.raises(_CAUGHT):
+        battery.test_complex_params_are_refused_at_init(_toy_case(supports_complex=False))
+
+
+def test_accepting_integer_params_is_caught():
+    with pytest.raises(_CAUGHT):
+        battery.test_integer_params_are_refused_at_init(_toy_case(refuse_integers=False))
+
+
+def test_broadcasting_a_one_element_gradient_is_caught():
+    with pytest.raises(_CAUGHT):
+        battery.test_a_gradient_of_the_wrong_shape_raises(_toy_case(check_shapes=False))
+
+
+def test_accepting_a_string_hyperparameter_is_caught():
+    with pytest.raises(_CAUGHT, match=r"learning_rate='0\.1': accepted"):
+        battery.test_hyperparameters_must_be_real_numbers(_toy_case(validate=False))
+
+
+def test_a_type_error_satisfies_an_invalid_entry():
+    case = dataclasses.replace(
+        _toy_case(), invalid=(({"decay": "x"}, r"gdtx\.toy: `decay` must be a real number"),)
+    )
+    battery.test_invalid_hyperparameters_raise(case)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        battery.test_empty_tree,
+        battery.test_masked_with_an_all_false_mask_passes_updates_through,
+        battery.test_multi_transform_with_an_unused_label,
+    ],
+    ids=lambda f: f.__name__,
+)
+def test_crashing_on_an_empty_tree_is_caught(check):
+    with pytest.raises(ValueError, match="leaves|PyTreeDef|tree"):
+        check(_toy_case(empty_ok=False))
+
+
+def test_replicating_the_state_on_a_sharded_mesh_is_caught():
+    with pytest.raises(_CAUGHT, match="sharded as"):
+        battery.test_state_sharding_follows_params(
+            _toy_case(replicate_state=True), _AXIS_TYPES["explicit"], "after"
+        )
+
+
+def test_an_update_that_depends_on_the_sharding_is_caught():
+    with pytest.raises(_CAUGHT, match="vs unsharded"):
+        battery.test_state_sharding_follows_params(
+            _toy_case(sharding_dependent=True), _AXIS_TYPES["explicit"], "after"
+        )
+
+
+# Collective toys: a mean over the axis, with per-device state typed right or wrong.
+
+
+def _bound(axis_name):
+    try:
+        jax.lax.axis_size(axis_name)
+    except NameError:
+        return False
+    return True
+
+
+def _toy_mean(axis_name, *, cast_state=True, name_the_axis=True):
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        if cast_state and _bound(axis_name):  # per-device state is varying in shard_map
+            zeros = jax.tree.map(lambda z: jax.lax.pcast(z, axis_name, to="varying"), zeros)
+        return _ToyState(jnp.zeros([], jnp.int32), zeros)
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        if name_the_axis and not _bound(axis_name):
+            raise ValueError(f"{_OWNER}: call update inside jax.shard_map over {axis_name!r}")
+        mean = jax.tree.map(lambda g: jax.lax.pmean(g, axis_name), updates)
+        return optax.tree.scale(-0.1, mean), _ToyState(optax.safe_increment(state.count), updates)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _collective_case(**mutation):
+    return Case(
+        name="toy_mean",
+        factory=lambda: _toy_mean("data", **mutation),
+        kwargs={},
+        axis_name="data",
+        owner=_OWNER,
+    )
+
+
+def test_the_correct_collective_toy_passes():
+    case = _collective_case()
+    battery.test_collective_state_initialised_inside_shard_map_can_be_scanned(case)
+    battery.test_collective_outside_its_axis_names_the_owner_and_the_axis(case)
+
+
+def test_state_that_changes_type_in_scan_is_caught():
+    with pytest.raises(TypeError, match="carry"):
+        battery.test_collective_state_initialised_inside_shard_map_can_be_scanned(
+            _collective_case(cast_state=False)
+        )
+
+
+def test_a_raw_unbound_axis_error_is_caught():
+    with pytest.raises(_CAUGHT, match="raw NameError"):
+        battery.test_collective_outside_its_axis_names_the_owner_and_the_axis(
+            _collective_case(name_the_axis=False)
+        )
