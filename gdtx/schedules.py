@@ -341,7 +341,7 @@ def _host_norms(owner: str, grad_norms: Any) -> np.ndarray:
     if bad.size:
         raise ValueError(
             f"{owner}: every entry of `grad_norms` must be finite and > 0 (its inverse "
-            f"is a weight), got {g[bad[0]]!r} at index {bad[0]} ({bad.size} such entries); "
+            f"is a weight), got {float(g[bad[0]])!r} at index {bad[0]} ({bad.size} such entries); "
             "drop the steps that were skipped or overflowed before refining."
         )
     return g
