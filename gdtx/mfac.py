@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gdtx._core import dtypes, extra_args, validation
+from gdtx._core import dtypes, extra_args, trees, validation
 from gdtx._core.weight_decay import chain_with_weight_decay
 
 
@@ -63,8 +63,7 @@ def _validate(owner: str, num_grads, damping, grads_dtype, max_window_bytes) -> 
     validation.check_dtype(owner, "grads_dtype", grads_dtype)
     if grads_dtype is not None and jnp.issubdtype(grads_dtype, jnp.complexfloating):
         raise ValueError(f"{owner}: `grads_dtype` must be a real dtype, got {grads_dtype!r}.")
-    if max_window_bytes is not None:
-        validation.check_positive(owner, "max_window_bytes", max_window_bytes)
+    validation.check_positive(owner, "max_window_bytes", max_window_bytes, optional=True)
     return m
 
 
@@ -119,6 +118,61 @@ def _window_combine(coefficients, window, cdt):
     return jnp.sum(c * window.astype(cdt), axis=0)
 
 
+def _explicit_spec(x) -> tuple | None:
+    """``x``'s partition spec, one entry per axis, when its mesh axes are Explicit.
+
+    None for an array whose sharding is left to the compiler (no mesh, or Auto
+    axes): there the sharding is not part of the type and nothing needs pinning.
+    """
+    sharding = jax.typeof(x).sharding
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or not mesh.explicit_axes:
+        return None
+    spec = tuple(sharding.spec)
+    return spec + (None,) * (x.ndim - len(spec))
+
+
+def _reshard(x, like, spec):
+    """``x`` resharded to ``spec`` on the mesh of ``like`` (no-op off Explicit meshes)."""
+    if spec is None or _explicit_spec(x) == tuple(spec):
+        return x
+    mesh = jax.typeof(like).sharding.mesh
+    return jax.sharding.reshard(
+        x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+    )
+
+
+def _write(window, g, slot):
+    """The window with row ``slot`` set to ``g`` (in place when the state is donated).
+
+    A dynamic_update_slice, unless an Explicit mesh shards the window axis itself:
+    then a one-hot select, which keeps that sharding (a slice of one row cannot
+    be sharded like the window's first axis).
+    """
+    spec = _explicit_spec(window)
+    if spec is not None and spec[0] is not None:
+        hot = (jnp.arange(window.shape[0]) == slot).reshape((-1,) + (1,) * g.ndim)
+        return jnp.where(hot, g[None], window)
+    return jax.lax.dynamic_update_index_in_dim(window, g, slot, 0)
+
+
+def _set_row_and_column(gram, row, slot):
+    """``K`` with row and column ``slot`` set to ``row`` (``K`` stays symmetric).
+
+    One-hot selects, not ``gram.at[slot, :].set(row).at[:, slot].set(row)``: on
+    jax 0.10.2 the SPMD partitioner miscompiles that pair of scatters when
+    ``row`` is sharded (it is whenever the window's first axis is, e.g. the
+    ``P("model")`` that ``nnx.Optimizer`` copies from a bias onto its window):
+    every shard's local copy of ``row[slot]`` lands in row ``slot``
+    (``[K00, 0, K00, 0, ...]`` instead of ``[K00, 0, 0, 0, ...]``), ``K`` stops
+    being positive definite and the step is NaN. Selects are elementwise, so
+    they are right under any sharding, and ``K`` is only ``m x m``.
+    """
+    hot = jnp.arange(gram.shape[0]) == slot
+    gram = jnp.where(hot[:, None], row[None, :], gram)
+    return jnp.where(hot[None, :], row[:, None], gram)
+
+
 _CHOLESKY_RETRIES = 3
 
 
@@ -130,25 +184,23 @@ def _robust_cholesky(matrix):
     rank-deficient (nearly parallel gradients) and ``m lambda`` is below that,
     the factorisation breaks down into NaN. Then it is retried with ten times
     that amount added to the diagonal (and ten times more on each further
-    retry): the directions it changes are the ones float32 cannot resolve
-    anyway, and the step stays finite and bounded. A well-conditioned window
-    never takes the retry.
+    retry, at most three): the directions it changes are the ones float32 cannot
+    resolve anyway, and the step stays finite and bounded. A well-conditioned
+    window never takes the retry. The retries are a fixed number of ``lax.cond``
+    (not a ``while_loop``), so the step can be differentiated in reverse mode.
     """
     m = matrix.shape[0]
     eye = jnp.eye(m, dtype=matrix.dtype)
     jitter = 10 * m * jnp.finfo(matrix.dtype).eps * jnp.max(jnp.diagonal(matrix))
-
-    def failed(factor):
-        return ~jnp.all(jnp.isfinite(factor))
-
-    def retry(carry):
-        attempt, _ = carry
-        return attempt + 1, jnp.linalg.cholesky(matrix + (jitter * 10.0**attempt) * eye)
-
     factor = jnp.linalg.cholesky(matrix)
-    _, factor = jax.lax.while_loop(
-        lambda carry: (carry[0] < _CHOLESKY_RETRIES) & failed(carry[1]), retry, (0, factor)
-    )
+    for attempt in range(_CHOLESKY_RETRIES):
+        shift = (jitter * 10.0**attempt) * eye
+        factor = jax.lax.cond(
+            jnp.all(jnp.isfinite(factor)),
+            lambda f: f,
+            lambda f, shift=shift: jnp.linalg.cholesky(matrix + shift),
+            factor,
+        )
     return factor
 
 
@@ -156,23 +208,34 @@ def _robust_cholesky(matrix):
 # inside a jitted step it is inlined like any other function.
 @jax.jit
 def _step(updates, window, gram, count, damping):
-    """Writes ``updates`` into the window and returns ``(F^{-1} g, window, gram)``."""
+    """Writes ``updates`` into the window and returns ``(F^{-1} g, window, gram)``.
+
+    Right for whatever sharding the state arrives in. Under Auto sharding the
+    compiler places every intermediate; on an Explicit mesh each gradient is
+    resharded like its window's trailing axes, the Gram row and ``K`` are
+    replicated, and the update goes back to the gradient's own sharding.
+    """
     m = gram.shape[0]
+    gram_spec = _explicit_spec(gram)
+    gram = _reshard(gram, gram, None if gram_spec is None else (None, None))
     cdt = gram.dtype
     slot = count % m
+
+    def leaf_in(w, g):
+        spec = _explicit_spec(w)
+        return _reshard(g.astype(w.dtype), w, None if spec is None else spec[1:])
+
+    stored = jax.tree.map(leaf_in, window, updates)
     # The ring write is a dynamic_update_slice: in place when the state is donated.
-    window = jax.tree.map(
-        lambda w, g: jax.lax.dynamic_update_index_in_dim(w, g.astype(w.dtype), slot, 0),
-        window,
-        updates,
-    )
+    window = jax.tree.map(lambda w, g: _write(w, g, slot), window, stored)
     # The stored (rounded) gradient enters the Gram row, so K stays G G^T exactly.
-    row = sum(
-        jax.tree.leaves(
-            jax.tree.map(lambda w, g: _window_dot(w, g.astype(w.dtype), cdt), window, updates)
-        )
-    )
-    gram = gram.at[slot, :].set(row).at[:, slot].set(row)
+    rows = jax.tree.map(lambda w, g: _window_dot(w, g, cdt), window, stored)
+    rows = [
+        _reshard(r, r, None if _explicit_spec(r) is None else (None,))
+        for r in jax.tree.leaves(rows)
+    ]
+    row = sum(rows)
+    gram = _set_row_and_column(gram, row, slot)
     # u = F^{-1} g with g = G^T e_slot in the window: by push-through,
     # u = G^T c with (K + m lambda I) c = m e_slot. The official
     # x/lambda - G^T(...) form subtracts two nearly equal vectors and loses
@@ -181,10 +244,13 @@ def _step(updates, window, gram, count, damping):
     factor = _robust_cholesky(shifted)
     rhs = m * jax.nn.one_hot(slot, m, dtype=cdt)
     coefficients = jax.scipy.linalg.cho_solve((factor, True), rhs)
-    new_updates = jax.tree.map(
-        lambda w, g: _window_combine(coefficients, w, cdt).astype(g.dtype), window, updates
-    )
-    return new_updates, window, gram
+
+    def leaf_out(w, g):
+        u = _window_combine(coefficients, w, cdt).astype(g.dtype)
+        return _reshard(u, g, _explicit_spec(g))
+
+    new_updates = jax.tree.map(leaf_out, window, updates)
+    return new_updates, window, _reshard(gram, gram, gram_spec)
 
 
 def _scale_by_mfac(
@@ -196,19 +262,18 @@ def _scale_by_mfac(
         return jnp.dtype(p.dtype) if grads_dtype is None else dtypes.canonical_dtype(grads_dtype)
 
     def init_fn(params):
-        for p in jax.tree.leaves(params):
-            if jnp.issubdtype(p.dtype, jnp.complexfloating):
-                raise ValueError(f"{owner}: complex parameters are not supported, got {p.dtype}.")
-        _check_window_fits(owner, m, params, dtypes.canonical_dtype(grads_dtype), max_window_bytes)
+        # Leaves without a dtype (optax.tree_map_params' placeholder, optax.masked's
+        # MaskedNode) are empty subtrees: they stay as they are in the window.
+        leaves = [p for p in jax.tree.leaves(params) if hasattr(p, "dtype")]
+        _check_window_fits(owner, m, leaves, dtypes.canonical_dtype(grads_dtype), max_window_bytes)
         zeros = optax.tree.zeros_like(params)
         # Broadcasting the zeros (rather than jnp.zeros) keeps each parameter's
         # sharding on the trailing axes; the window axis is replicated.
         window = jax.tree.map(
             lambda z: jnp.broadcast_to(z.astype(store_dtype(z))[None], (m, *z.shape)), zeros
         )
-        gram_dtype = dtypes.compute_dtype(
-            *(jnp.zeros((), store_dtype(p)) for p in jax.tree.leaves(params))
-        )
+        stored = [store_dtype(p) for p in leaves] or [store_dtype(jnp.zeros((), jnp.float32))]
+        gram_dtype = dtypes.compute_dtype(*(jnp.zeros((), dtype) for dtype in stored))
         return ScaleByMFACState(
             count=jnp.zeros([], jnp.int32),
             grads=window,
@@ -219,11 +284,46 @@ def _scale_by_mfac(
         del params, extra
         like = jax.tree.map(lambda w: jax.ShapeDtypeStruct(w.shape[1:], w.dtype), state.grads)
         validation.check_like_state(owner, updates, like)
-        new_updates, window, gram = _step(updates, state.grads, state.gram, state.count, damping)
         count = optax.safe_increment(state.count)
+        if not jax.tree.leaves(updates):
+            # An empty subtree (optax.masked with an all-False mask, an unused
+            # optax.multi_transform label): nothing to precondition.
+            return updates, state._replace(count=count)
+        new_updates, window, gram = _step(updates, state.grads, state.gram, state.count, damping)
         return new_updates, ScaleByMFACState(count=count, grads=window, gram=gram)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return validation.checking_params(
+        optax.GradientTransformationExtraArgs(init_fn, update_fn), owner, allow_complex=False
+    )
+
+
+def _momentum(momentum, mu_dtype) -> optax.GradientTransformation:
+    """``optax.ema(momentum, debias=False)`` under gdtx's dtype policy.
+
+    The same state (:class:`optax.EmaState`) and the same recursion
+    ``v = mu v + (1 - mu) u``, but with the accumulator in ``mu_dtype`` (None:
+    the parameter's dtype), the arithmetic in at least float32 and the direction
+    returned in the gradients' dtype.
+    """
+
+    def init_fn(params):
+        return optax.EmaState(
+            count=jnp.zeros([], jnp.int32), ema=dtypes.zeros_like_params(params, mu_dtype)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def leaf(u, v):
+            cdt = dtypes.compute_dtype(u, v)
+            mu = jnp.asarray(momentum, cdt)
+            new = (1 - mu) * u.astype(cdt) + mu * v.astype(cdt)
+            return new.astype(u.dtype), new.astype(v.dtype)
+
+        directions, ema = trees.unzip(jax.tree.map(leaf, updates, state.ema), updates, 2)
+        return directions, optax.EmaState(count=optax.safe_increment(state.count), ema=ema)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def scale_by_mfac(
@@ -320,6 +420,7 @@ def mfac(
     momentum: jax.typing.ArrayLike = 0.0,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     grads_dtype: Any | None = "float32",
+    mu_dtype: Any | None = None,
     max_window_bytes: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """The M-FAC optimizer, as in the official ``IST-DASLab/M-FAC`` code.
@@ -351,6 +452,11 @@ def mfac(
       weight_decay: L2 coefficient added to the gradient (a float or a schedule).
       grads_dtype: dtype of the stored window (float32; None: the parameters');
         see :func:`scale_by_mfac`.
+      mu_dtype: dtype of the momentum ``v`` (the ``ema`` field of the state);
+        None: the parameters' dtype, as for every gdtx moment. Its arithmetic
+        runs in at least float32 and the direction comes back in the
+        gradients' dtype. (With ``momentum = 0`` the field is still kept, so that
+        the state's structure does not depend on a value that may be traced.)
       max_window_bytes: the largest window ``init`` accepts (see
         :func:`scale_by_mfac`).
 
@@ -385,15 +491,25 @@ def mfac(
     owner = "gdtx.mfac"
     m = _validate(owner, num_grads, damping, grads_dtype, max_window_bytes)
     validation.check_decay(owner, "momentum", momentum)
+    validation.check_dtype(owner, "mu_dtype", mu_dtype)
     direction = extra_args.chain(
         _scale_by_mfac(owner, m, damping, grads_dtype, max_window_bytes),
-        optax.ema(momentum, debias=False),
+        _momentum(momentum, mu_dtype),
     )
-    return chain_with_weight_decay(
+    tx = chain_with_weight_decay(
         direction,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         weight_decay_mode="l2",
         mask=None,
         owner=owner,
+        allow_complex=False,
     )
+
+    def update_fn(updates, state, params=None, **extra):
+        # The coupled decay g + wd p runs before the window sees g: without this
+        # check a (1,) gradient would broadcast onto a (4,) parameter there.
+        validation.check_like_params(owner, updates, params)
+        return tx.update(updates, state, params, **extra)
+
+    return optax.GradientTransformationExtraArgs(tx.init, update_fn)

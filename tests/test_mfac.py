@@ -23,6 +23,8 @@ momentum, decoupled decay).
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -424,9 +426,100 @@ def test_num_grads_must_be_static():
     jax.jit(tx.update)(jnp.ones(3), tx.init(jnp.zeros(3)), jnp.zeros(3))
 
 
-def test_complex_parameters_are_refused():
-    with pytest.raises(ValueError, match="complex parameters are not supported"):
-        gdtx.scale_by_mfac(4).init(jnp.zeros(3, jnp.complex64))
+@pytest.mark.parametrize(
+    ("factory", "owner"),
+    [
+        (lambda: gdtx.scale_by_mfac(4), "gdtx.scale_by_mfac"),
+        (lambda: gdtx.mfac(1e-3, 4), "gdtx.mfac"),
+    ],
+    ids=["scale_by_mfac", "mfac"],
+)
+@pytest.mark.parametrize("dtype", [jnp.complex64, jnp.int32, jnp.bool_])
+def test_complex_and_integer_parameters_are_refused_at_init(factory, owner, dtype):
+    # Issue 14: a ValueError without the leaf before (complex), silently truncated
+    # updates (integer). Now a TypeError at init naming the function and the leaf.
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(2, dtype)}
+    with pytest.raises(TypeError, match=rf"{re.escape(owner)}\b.*\['b'\].*{jnp.dtype(dtype)}"):
+        factory().init(params)
+
+
+# ----------------------------------------------------------------------------
+# issue 14: sharded state, empty subtrees, tree_map_params, jax.grad, dtypes
+
+P = jax.sharding.PartitionSpec
+_MESH_SHAPE = (("data", 2), ("model", 4))
+_PARAM_SPECS = {"b1": P("model"), "w1": P(None, "model"), "w2": P("model", None), "s": P()}
+
+
+def _fsdp_tree(rng, m=None):
+    shapes = {"b1": (8,), "w1": (4, 8), "w2": (8, 4), "s": ()}
+    lead = () if m is None else (m,)
+    return {k: jnp.asarray(rng.standard_normal(lead + s), jnp.float32) for k, s in shapes.items()}
+
+
+@pytest.mark.parametrize(
+    ("axis_type", "window"),
+    [("Auto", "after"), ("Auto", "leading"), ("Explicit", "after"), ("Explicit", "leading")],
+)
+def test_sharded_state_gives_the_unsharded_update(rng, axis_type, window):
+    # Issue 14: in Flax's FSDP example, nnx.Optimizer copies b1's sharding names
+    # onto its (m, 8) window, which ends up P("model") along the *window* axis; the
+    # Gram row then came out [K00, 0, K00, 0, ...] (a scatter pair that jax 0.10.2
+    # miscompiles when the row is sharded) and the step was NaN. Every placement
+    # must give the unsharded numbers, and K must stay G G^T.
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices (tests/conftest.py sets jax_num_cpu_devices)")
+    m, steps = 8, 10
+    mesh = jax.make_mesh(
+        tuple(n for _, n in _MESH_SHAPE),
+        tuple(a for a, _ in _MESH_SHAPE),
+        axis_types=(getattr(jax.sharding.AxisType, axis_type),) * 2,
+    )
+
+    def put(x, spec):
+        return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
+
+    window_specs = {k: P(None, *spec) for k, spec in _PARAM_SPECS.items()}
+    if window == "leading":
+        window_specs["b1"] = P("model")  # what copying b1's names onto the window gives
+        window_specs["w2"] = P("model", None)
+    tx = gdtx.mfac(1e-2, m, 1.0, momentum=0.5, weight_decay=1e-3)
+    params = _fsdp_tree(rng)
+    grads = [_fsdp_tree(rng) for _ in range(steps)]
+    update = jax.jit(tx.update)
+    state = tx.init(params)
+
+    def place(path, leaf):  # as nnx.Optimizer places state: like the mirrored param
+        names = [getattr(p, "name", None) for p in path]
+        key = getattr(path[-1], "key", None)
+        if "grads" in names:
+            return put(leaf, window_specs[key])
+        return put(leaf, _PARAM_SPECS[key] if "ema" in names else P())
+
+    sharded = jax.tree_util.tree_map_with_path(place, state)
+    sharded_params = {k: put(v, _PARAM_SPECS[k]) for k, v in params.items()}
+    for t, g in enumerate(grads):
+        expected, state = update(g, state, params)
+        with jax.set_mesh(mesh):
+            sg = {k: put(v, _PARAM_SPECS[k]) for k, v in g.items()}
+            actual, sharded = update(sg, sharded, sharded_params)
+        for k in params:
+            np.testing.assert_allclose(
+                actual[k], expected[k], rtol=1e-5, atol=1e-7, err_msg=f"{k} t={t}"
+            )
+        window = optax.tree.get(sharded, "grads")
+        flat = np.concatenate([np.asarray(window[k], np.float64).reshape(m, -1) for k in window], 1)
+        gram = optax.tree.get(sharded, "gram")
+        np.testing.assert_allclose(gram, flat @ flat.T, rtol=1e-5, atol=1e-4, err_msg=f"t={t}")
+    if axis_type == "Explicit":  # shardings are types there: the state keeps its placement
+        for k, spec in window_specs.items():
+            assert _padded(jax.typeof(window[k]).sharding.spec, 3) == _padded(spec, 3), k
+        for k, spec in _PARAM_SPECS.items():
+            assert _padded(jax.typeof(actual[k]).sharding.spec, 2) == _padded(spec, 2), k
+
+
+def _padded(spec, n):
+    return tuple(spec) + (None,) * (n - len(tuple(spec)))
 
 
 # ----------------------------------------------------------------------------

@@ -11,23 +11,32 @@ small damping the ``m x m`` solve is ill-conditioned and float32 rounding
 import gdtx
 from tests.registry.case import Case
 
-_STATIC = ("num_grads", "grads_dtype", "max_window_bytes")
+_STATIC = ("num_grads", "grads_dtype", "mu_dtype", "max_window_bytes")
 _INVALID = (
     ({"learning_rate": -1e-3}, r"gdtx\.mfac: `learning_rate` must be >= 0, got -0\.001"),
     ({"num_grads": 0}, r"gdtx\.mfac: `num_grads` must be an integer >= 1, got 0"),
-    ({"num_grads": 2.5}, r"`num_grads` must be an integer >= 1, got 2\.5"),
-    ({"num_grads": True}, r"`num_grads` must be an integer >= 1, got True"),
+    ({"num_grads": 2.5}, r"gdtx\.mfac: `num_grads` must be an integer, got 2\.5"),
+    ({"num_grads": True}, r"gdtx\.mfac: `num_grads` must be an integer, got True"),
+    ({"damping": "1e-5"}, r"gdtx\.mfac: `damping` must be a real number, got '1e-5'"),
+    ({"damping": float("inf")}, r"gdtx\.mfac: `damping` must be finite, got inf"),
     ({"damping": 0.0}, r"gdtx\.mfac: `damping` must be > 0, got 0\.0"),
     ({"damping": -1e-5}, r"`damping` must be > 0, got -1e-05"),
     ({"momentum": 1.0}, r"`momentum` must be in \[0, 1\), got 1\.0"),
     ({"weight_decay": -1e-4}, r"`weight_decay` must be >= 0"),
     ({"grads_dtype": "int32"}, r"`grads_dtype` must be None or a floating-point dtype"),
+    ({"grads_dtype": "complex64"}, r"`grads_dtype` must be a real dtype"),
+    ({"mu_dtype": "int32"}, r"gdtx\.mfac: `mu_dtype` must be None or a floating-point dtype"),
     ({"max_window_bytes": 0}, r"`max_window_bytes` must be > 0, got 0"),
 )
 _MFAC = {
     "factory": gdtx.mfac,
     "static_args": _STATIC,
-    "dtype_knobs": {"grads_dtype": ("grads",)},
+    # The momentum is always in the chain (momentum may be traced), so its knob
+    # always has a field to set, even at momentum = 0.
+    "dtype_knobs": {"grads_dtype": ("grads",), "mu_dtype": ("ema",)},
+    # Complex M-FAC would need a Hermitian window (K = G G^H, a complex Cholesky)
+    # that the official code does not define: init refuses complex params.
+    "supports_complex": False,
     "invalid": _INVALID,
 }
 
