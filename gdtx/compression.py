@@ -32,7 +32,6 @@ float64 too and count 64 bits); updates come back in the gradients' dtype.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -43,7 +42,18 @@ import numpy as np
 import optax
 
 from gdtx._core import dtypes, validation
-from gdtx.distributed import all_gather_replicated, axis_names, in_shard_map
+from gdtx.distributed import (
+    all_gather_replicated,
+    as_per_device,
+    axis_index,
+    axis_names,
+    bound_axis_size,
+    check_axis_name,
+    in_shard_map,
+    local_view,
+    sharded_like,
+    unsharded,
+)
 
 _MAX_LEVELS = 32767  # codes in [0, 2s] must fit a 16-bit field
 _INDEX_BITS = 32  # ATOMO entry atoms send an int32 index with each value
@@ -105,8 +115,42 @@ class SpectralPayload:
     dtype: Any
 
 
+@_payload
+class ComplexPayload:
+    """A complex leaf's payload: the payload of its real form (see :func:`_realify`).
+
+    Attributes:
+      real: the payload of the real array ``[Re x, Im x]`` (concatenated along
+        the last axis; a scalar becomes a vector of two).
+      shape: the original complex leaf's shape (static).
+      dtype: the original complex leaf's dtype (static).
+    """
+
+    real: Any
+    shape: tuple[int, ...]
+    dtype: Any
+
+
 def _is_payload(node: Any) -> bool:
-    return isinstance(node, PackedPayload | SparsePayload | SpectralPayload)
+    return isinstance(node, PackedPayload | SparsePayload | SpectralPayload | ComplexPayload)
+
+
+def _real_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of a complex leaf's real form: the last axis doubled (``()`` -> ``(2,)``)."""
+    return (2,) if not shape else (*shape[:-1], 2 * shape[-1])
+
+
+def _realify(x: jax.Array) -> jax.Array:
+    """``[Re x, Im x]`` along the last axis: C^n as R^2n, with ``<x, y> = Re(x^H y)``."""
+    if x.ndim == 0:
+        return jnp.stack([x.real, x.imag])
+    return jnp.concatenate([x.real, x.imag], axis=-1)
+
+
+def _complexify(r: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    n = shape[-1] if shape else 1
+    z = jax.lax.complex(r[..., :n], r[..., n:]).astype(dtype)
+    return z.reshape(shape)
 
 
 # --- bit packing ---------------------------------------------------------------------------
@@ -139,10 +183,13 @@ def _leaf_specs(x: Any) -> list[tuple[tuple[int, ...], Any]]:
     """``(shape, compute dtype)`` of every leaf; a tuple of ints is one float32 array."""
     if isinstance(x, tuple | list) and all(isinstance(d, int | np.integer) for d in x):
         return [(tuple(int(d) for d in x), jnp.dtype(jnp.float32))]
-    return [
-        (tuple(np.shape(leaf)), dtypes.compute_dtype(jnp.dtype(leaf.dtype)))
-        for leaf in jax.tree.leaves(x)
-    ]
+    specs = []
+    for leaf in jax.tree.leaves(x):
+        shape, dtype = tuple(np.shape(leaf)), dtypes.compute_dtype(jnp.dtype(leaf.dtype))
+        if jnp.issubdtype(dtype, jnp.complexfloating):  # sent as its real form
+            shape, dtype = _real_shape(shape), jnp.finfo(dtype).dtype
+        specs.append((shape, dtype))
+    return specs
 
 
 def _float_bits(dtype: Any) -> int:
@@ -170,18 +217,43 @@ class Compressor:
     """
 
     unbiased: bool = True
+    owner: str = "gdtx compressor"  # the public constructor, for messages
 
     def compress(self, key: jax.Array, x: Any) -> Any:
-        """Compresses ``x`` (an array or a pytree) with ``key``; returns the payload tree."""
+        """Compresses ``x`` (an array or a pytree) with ``key``; returns the payload tree.
+
+        A complex leaf is compressed as its real form ``[Re x, Im x]`` (one real
+        leaf, last axis doubled); a leaf explicitly sharded on an
+        ``AxisType.Explicit`` mesh is gathered first (a compressor needs the
+        whole leaf). Integer and boolean leaves raise a ``TypeError``.
+        """
         leaves, treedef = jax.tree.flatten(x)
         payloads = [
-            self._compress_leaf(jax.random.fold_in(key, i), leaf) for i, leaf in enumerate(leaves)
+            self._compress_any(jax.random.fold_in(key, i), leaf) for i, leaf in enumerate(leaves)
         ]
         return jax.tree.unflatten(treedef, payloads)
 
     def decompress(self, payload: Any) -> Any:
         """Decodes a payload tree back to arrays of the original shapes and dtypes."""
-        return jax.tree.map(self._decompress_leaf, payload, is_leaf=_is_payload)
+        return jax.tree.map(self._decompress_any, payload, is_leaf=_is_payload)
+
+    def _compress_any(self, key, x):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            raise TypeError(
+                f"{self.owner}: compresses floating-point or complex arrays, got one of dtype "
+                f"{x.dtype} and shape {x.shape}; cast it (e.g. `x.astype(jnp.float32)`)."
+            )
+        x = unsharded(x)
+        if jnp.iscomplexobj(x):
+            return ComplexPayload(self._compress_leaf(key, _realify(x)), tuple(x.shape), x.dtype)
+        return self._compress_leaf(key, x)
+
+    def _decompress_any(self, payload):
+        if isinstance(payload, ComplexPayload):
+            real = self._decompress_leaf(payload.real)
+            return _complexify(real, payload.shape, payload.dtype)
+        return self._decompress_leaf(payload)
 
     def bits(self, x: Any) -> float:
         """Expected bits sent for ``x``: a shape tuple (float32), an array, or a pytree."""
@@ -198,6 +270,8 @@ class Compressor:
 @dataclasses.dataclass(frozen=True)
 class QSGD(Compressor):
     """QSGD's stochastic quantizer (see :func:`qsgd`)."""
+
+    owner = "gdtx.qsgd"
 
     num_levels: int
     bucket_size: int | None = None
@@ -221,13 +295,20 @@ class QSGD(Compressor):
         n = v.size
         d = max(n, 1) if self.bucket_size is None else self.bucket_size
         buckets = jnp.pad(v, (0, -n % d)).reshape(-1, d)
+        # Everything is computed from the bucket divided by its largest magnitude,
+        # in [-1, 1]: squaring v itself overflows for |v| ~ 1e19 in float32 and
+        # underflows to a zero norm (all-zero codes) for |v| ~ 1e-20. A NaN or an
+        # infinity makes the bucket's scale NaN, so the bucket decodes to NaN.
+        peak = jnp.max(jnp.abs(buckets), axis=1)
+        unit = jnp.abs(buckets) / jnp.where(peak > 0, peak, 1)[:, None]
         if self.norm == "l2":
-            scales = jnp.sqrt(jnp.sum(buckets * buckets, axis=1))
+            unit_norm = jnp.sqrt(jnp.sum(unit * unit, axis=1))  # in [1, sqrt(d)] (or 0)
+            scales = peak * unit_norm
+            unit = unit / jnp.where(unit_norm > 0, unit_norm, 1)[:, None]
         else:
-            scales = jnp.max(jnp.abs(buckets), axis=1)
-        safe = jnp.where(scales > 0, scales, 1)
+            scales = peak
         # |v_i| / ||v||_2 can exceed 1 by an ulp; the clip keeps the code in range.
-        level = jnp.clip(jnp.abs(buckets) / safe[:, None], 0, 1) * s
+        level = jnp.clip(unit, 0, 1) * s
         lower = jnp.clip(jnp.floor(level), 0, s - 1)
         p_up = (level - lower).reshape(-1)[:n]
         lower = lower.reshape(-1)[:n]
@@ -253,6 +334,8 @@ class QSGD(Compressor):
 @dataclasses.dataclass(frozen=True)
 class TernGrad(Compressor):
     """TernGrad's ternarizer (see :func:`terngrad`)."""
+
+    owner = "gdtx.terngrad"
 
     clip_sigma: float | None = 2.5
 
@@ -286,6 +369,8 @@ class TernGrad(Compressor):
 @dataclasses.dataclass(frozen=True)
 class ScaledSign(Compressor):
     """The scaled sign ``||x||_1 / d * sign(x)`` (see :func:`scaled_sign`)."""
+
+    owner = "gdtx.scaled_sign"
 
     unbiased = False
 
@@ -338,6 +423,17 @@ def atomo_probabilities(magnitudes: jax.Array, budget: Any) -> jax.Array:
     return p.reshape(shape)
 
 
+def _poisoned(values, x):
+    """``values``, or all NaN if ``x`` holds a NaN or an infinity.
+
+    ATOMO's probabilities of a non-finite coefficient are NaN and it would never
+    be drawn: the leaf would decode to a finite, wrong value. NaN slots make the
+    whole leaf decode to NaN instead (``_decompress_leaf``), as QSGD and TernGrad
+    do through their scales, so a bad gradient stays visible (``optax.apply_if_finite``).
+    """
+    return jnp.where(jnp.all(jnp.isfinite(x)), values, jnp.nan)
+
+
 def _select(key, keep, cap):
     """Indices of at most ``cap`` kept atoms, a uniformly random subset if more were kept."""
     if cap >= keep.size:
@@ -350,6 +446,8 @@ def _select(key, keep, cap):
 @dataclasses.dataclass(frozen=True)
 class ATOMO(Compressor):
     """ATOMO's sparsifier over entry or singular-vector atoms (see :func:`atomo`)."""
+
+    owner = "gdtx.atomo"
 
     budget: float
     atoms: str = "entry"
@@ -378,20 +476,24 @@ class ATOMO(Compressor):
             keep = _bernoulli(key, p)
             index, valid = _select(jax.random.fold_in(key, 1), keep, self.cap(sigma.size))
             weights = jnp.where(valid, sigma[index] / jnp.where(p[index] > 0, p[index], 1), 0)
+            weights = _poisoned(weights, m)
             return SpectralPayload(u.T[index], vt[index], weights, tuple(x.shape), x.dtype)
         lam = jnp.ravel(x).astype(cdt)
         p = atomo_probabilities(lam, self.budget)
         keep = _bernoulli(key, p)
         index, valid = _select(jax.random.fold_in(key, 1), keep, self.cap(lam.size))
         values = jnp.where(valid, lam[index] / jnp.where(p[index] > 0, p[index], 1), 0)
+        values = _poisoned(values, lam)
         return SparsePayload(index.astype(jnp.int32), values, tuple(x.shape), x.dtype)
 
     def _decompress_leaf(self, payload):
         if isinstance(payload, SpectralPayload):
             m = (payload.u.T * payload.weights[None, :]) @ payload.v
+            m = jnp.where(jnp.any(jnp.isnan(payload.weights)), jnp.nan, m)
             return m.reshape(payload.shape).astype(payload.dtype)
         n = math.prod(payload.shape)
         dense = jnp.zeros(n, payload.values.dtype).at[payload.indices].add(payload.values)
+        dense = jnp.where(jnp.any(jnp.isnan(payload.values)), jnp.nan, dense)
         return dense.reshape(payload.shape).astype(payload.dtype)
 
     def _atom_bits(self, shape, dtype) -> tuple[int, int]:
@@ -537,9 +639,8 @@ def terngrad(*, clip_sigma: float | None = 2.5) -> TernGrad:
       Official code: https://github.com/wenwei202/terngrad
     """
     owner = "gdtx.terngrad"
-    if clip_sigma is not None:
-        validation.check_positive(owner, "clip_sigma", clip_sigma)
-    return TernGrad(clip_sigma)
+    validation.check_positive(owner, "clip_sigma", clip_sigma, optional=True)
+    return TernGrad(None if clip_sigma is None else validation.concrete_value(clip_sigma))
 
 
 def atomo(budget: float, *, atoms: str = "entry", cap_sigmas: float | None = 4.0) -> ATOMO:
@@ -610,12 +711,19 @@ def atomo(budget: float, *, atoms: str = "entry", cap_sigmas: float | None = 4.0
     """
     owner = "gdtx.atomo"
     validation.check_choice(owner, "atoms", atoms, ("entry", "svd"))
-    if validation.concrete_value(budget) is None:
-        raise ValueError(f"{owner}: `budget` must be a concrete number (it sizes the payload).")
+    if isinstance(budget, jax.core.Tracer):
+        raise TypeError(
+            f"{owner}: `budget` sizes the payload and cannot be traced; with "
+            f"optax.inject_hyperparams, list it in `static_args`."
+        )
     validation.check_positive(owner, "budget", budget)
-    if cap_sigmas is not None:
-        validation.check_non_negative(owner, "cap_sigmas", cap_sigmas)
-    return ATOMO(float(budget), atoms, None if cap_sigmas is None else float(cap_sigmas))
+    if validation.concrete_value(budget) is None:
+        raise TypeError(f"{owner}: `budget` must be a real scalar, got {budget!r}.")
+    validation.check_non_negative(owner, "cap_sigmas", cap_sigmas, optional=True)
+    budget = validation.concrete_value(budget)
+    return ATOMO(
+        budget, atoms, None if cap_sigmas is None else validation.concrete_value(cap_sigmas)
+    )
 
 
 def scaled_sign() -> ScaledSign:
@@ -655,32 +763,22 @@ def scaled_sign() -> ScaledSign:
 # --- data-parallel transformations ----------------------------------------------------------
 
 
-def _axis_index(axis_name) -> jax.Array:
-    if isinstance(axis_name, tuple | list):  # row-major over the named axes
-        index = jnp.zeros([], jnp.int32)
-        for name in axis_name:
-            index = index * jax.lax.axis_size(name) + jax.lax.axis_index(name)
-        return index
-    return jax.lax.axis_index(axis_name)
+def _next_keys(state_key, axis_name):
+    """(the key to carry, this step's key): ``split`` the carried key; per device, ``fold_in``.
 
-
-def _step_key(state_key, count, axis_name):
-    key = jax.random.fold_in(state_key, count)
-    return key if axis_name is None else jax.random.fold_in(key, _axis_index(axis_name))
-
-
-def _as_per_device(x, axis_name):
-    """Types a freshly made per-device value as varying over the axis inside shard_map.
-
-    Zeros built from replicated parameters are replicated to shard_map, but a
-    residual becomes per-device after one step; without the cast a ``lax.scan``
-    over steps sees its carry change type.
+    The carried key is split every step, so step keys never repeat (a key from
+    ``fold_in(key, count)`` would repeat forever once the int32 ``count``
+    saturates at 2**31 - 1). The carried key is the same on every device; each
+    device folds in its index along the axis, so the workers' keys are
+    independent.
     """
-    manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    if manual is None or not in_shard_map(x, axis_name):
-        return x
-    missing = tuple(n for n in axis_names(axis_name) if n not in manual.varying)
-    return jax.lax.pcast(x, missing, to="varying") if missing else x
+    keys = jax.random.split(state_key)
+    carry, step = keys[0], keys[1]
+    return carry, step if axis_name is None else jax.random.fold_in(step, axis_index(axis_name))
+
+
+def _check_seed(owner, seed):
+    validation.check_integer(owner, "seed", seed, 0)
 
 
 def _check_per_device(owner, updates, axis_name):
@@ -715,14 +813,14 @@ def _gather_mean(compressor, payload, like, axis_name):
     decoded = jax.vmap(compressor.decompress)(gathered)
 
     def mean(d, g):
-        return jnp.mean(d.astype(dtypes.compute_dtype(d)), axis=0).astype(g.dtype)
+        return sharded_like(jnp.mean(d.astype(dtypes.compute_dtype(d)), axis=0).astype(g.dtype), g)
 
     return jax.tree.map(mean, decoded, like)
 
 
 def _check_compressor(owner, compressor):
     if not isinstance(compressor, Compressor):
-        raise ValueError(
+        raise TypeError(
             f"{owner}: `compressor` must be a gdtx compressor (gdtx.qsgd, gdtx.terngrad, "
             f"gdtx.atomo, gdtx.scaled_sign), got {compressor!r}."
         )
@@ -803,24 +901,30 @@ def compressed_mean(
     """
     owner = "gdtx.compressed_mean"
     _check_compressor(owner, compressor)
+    check_axis_name(owner, axis_name, optional=True)
+    _check_seed(owner, seed)
 
     def init_fn(params):
         del params
         return CompressedMeanState(count=jnp.zeros([], jnp.int32), key=jax.random.PRNGKey(seed))
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del extra_args
+        validation.check_like_params(owner, updates, params)
         if axis_name is not None:
+            bound_axis_size(owner, axis_name)
             _check_per_device(owner, updates, axis_name)
-        key = _step_key(state.key, state.count, axis_name)
+        carry, key = _next_keys(state.key, axis_name)
         payload = compressor.compress(key, updates)
         if axis_name is None:
-            out = compressor.decompress(payload)
+            decoded = compressor.decompress(payload)
+            out = jax.tree.map(sharded_like, decoded, updates)
         else:
             out = _gather_mean(compressor, payload, updates, axis_name)
-        return out, CompressedMeanState(count=optax.safe_increment(state.count), key=state.key)
+        return out, CompressedMeanState(count=optax.safe_increment(state.count), key=carry)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return validation.checking_params(tx, owner, allow_complex=True)
 
 
 class ErrorFeedbackState(NamedTuple):
@@ -840,17 +944,6 @@ class ErrorFeedbackState(NamedTuple):
     error: optax.Updates
 
     per_device_fields = ("error",)
-
-
-def _local_error(owner, e):
-    if e.ndim == 0 or e.shape[0] != 1:
-        raise ValueError(
-            f"{owner}: the per-device residual has shape {e.shape}, but inside the "
-            "collective each device must see a leading device dimension of length 1. "
-            "Initialise and carry the state through jax.shard_map with "
-            "gdtx.per_device_specs(state, axis_name) as its in/out specs."
-        )
-    return e[0]
 
 
 def error_feedback(
@@ -920,13 +1013,16 @@ def error_feedback(
     """
     owner = "gdtx.error_feedback"
     _check_compressor(owner, compressor)
+    check_axis_name(owner, axis_name, optional=True)
+    _check_seed(owner, seed)
     validation.check_dtype(owner, "error_dtype", error_dtype)
     error_dtype = dtypes.canonical_dtype(error_dtype)
 
     def init_fn(params):
+        _check_error_dtype(owner, error_dtype, params)
         zeros = dtypes.zeros_like_params(params, error_dtype)
         if axis_name is not None:
-            zeros = jax.tree.map(lambda z: _as_per_device(z[None], axis_name), zeros)
+            zeros = jax.tree.map(lambda z: as_per_device(z, axis_name), zeros)
         return ErrorFeedbackState(
             count=jnp.zeros([], jnp.int32), key=jax.random.PRNGKey(seed), error=zeros
         )
@@ -935,9 +1031,10 @@ def error_feedback(
         del params, extra_args
         error = state.error
         if axis_name is not None:
-            error = jax.tree.map(functools.partial(_local_error, owner), error)
+            error = jax.tree.map(lambda e: local_view(owner, e, "residual"), error)
         validation.check_like_state(owner, updates, error)
         if axis_name is not None:
+            bound_axis_size(owner, axis_name)
             _check_per_device(owner, updates, axis_name)
 
         def add(g, e):
@@ -945,8 +1042,10 @@ def error_feedback(
             return g.astype(cdt) + e.astype(cdt)
 
         corrected = jax.tree.map(add, updates, error)
-        payload = compressor.compress(_step_key(state.key, state.count, axis_name), corrected)
-        sent = compressor.decompress(payload)  # in the compute dtype
+        carry, key = _next_keys(state.key, axis_name)
+        payload = compressor.compress(key, corrected)
+        # In the compute dtype, and sharded like the gradient on an Explicit mesh.
+        sent = jax.tree.map(sharded_like, compressor.decompress(payload), corrected)
 
         def residual(p, c, e):
             return (p - c.astype(p.dtype)).astype(e.dtype)
@@ -956,13 +1055,29 @@ def error_feedback(
             out = jax.tree.map(lambda c, g: c.astype(g.dtype), sent, updates)
         else:
             out = _gather_mean(compressor, payload, updates, axis_name)
-            new_error = jax.tree.map(lambda e: e[None], new_error)
+            new_error = jax.tree.map(lambda e: as_per_device(e, axis_name), new_error)
         new_state = ErrorFeedbackState(
-            count=optax.safe_increment(state.count), key=state.key, error=new_error
+            count=optax.safe_increment(state.count), key=carry, error=new_error
         )
         return out, new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return validation.checking_params(tx, owner, allow_complex=True)
+
+
+def _check_error_dtype(owner, error_dtype, params):
+    """Refuses a real ``error_dtype`` for complex parameters (the residual would lose Im)."""
+    if error_dtype is None or jnp.issubdtype(error_dtype, jnp.complexfloating):
+        return
+    for path, leaf in jax.tree.flatten_with_path(params)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(
+                f"{owner}: `error_dtype={jnp.dtype(error_dtype).name}` is real, but the "
+                f"parameter at {jax.tree_util.keystr(path) or '(the root)'} is "
+                f"{jnp.dtype(dtype).name}: the residual would lose its imaginary part. Use a "
+                f"complex `error_dtype` (e.g. jnp.complex64) or None."
+            )
 
 
 __all__ = [

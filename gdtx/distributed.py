@@ -52,6 +52,8 @@ import optax
 
 from gdtx._core import validation
 
+_P = jax.sharding.PartitionSpec
+
 WIRE_MODES = ("auto", "packed", "bits", "int8", "int16", "int32")
 _INT_WIRES = {"int8": jnp.int8, "int16": jnp.int16, "int32": jnp.int32}
 
@@ -91,9 +93,111 @@ def all_gather_replicated(x: jax.Array, axis_name: str | Sequence[str]) -> jax.A
     return jax.lax.all_gather(x, axis_name)
 
 
-def _axis_size(axis_name: str | Sequence[str]) -> int:
+def check_axis_name(owner: str, axis_name: Any, *, optional: bool = False) -> None:
+    """Raises ``TypeError`` unless ``axis_name`` is a name or a non-empty tuple/list of names."""
+    if axis_name is None and optional:
+        return
     names = axis_name if isinstance(axis_name, tuple | list) else (axis_name,)
-    return math.prod(jax.lax.axis_size(name) for name in names)
+    if not names or not all(isinstance(n, str) for n in names):
+        expected = "a mesh axis name (a str) or a tuple of them" + (", or None" if optional else "")
+        raise TypeError(f"{owner}: `axis_name` must be {expected}, got {axis_name!r}.")
+
+
+def bound_axis_size(owner: str, axis_name: str | Sequence[str]) -> int:
+    """The number of devices along ``axis_name``; a gdtx error if it is not bound here.
+
+    Raises:
+      NameError: (the type JAX raises) naming ``owner``, the axis and the fix,
+        when ``update`` runs where ``axis_name`` (or one of its names) is not bound.
+    """
+    size = 1
+    for name in axis_names(axis_name):
+        try:
+            size *= jax.lax.axis_size(name)
+        except NameError as error:
+            raise NameError(
+                f"{owner}: the mesh axis {name!r} of axis_name={axis_name!r} is not bound "
+                f"where `update` runs. A collective must run per device: call `update` inside "
+                f"jax.shard_map over a mesh that has the axis (e.g. `jax.shard_map(step, "
+                f"mesh=jax.make_mesh((n,), ({name!r},)), in_specs=..., out_specs=...)`, with "
+                f"gdtx.per_device_specs(state, axis_name) for the state), or inside "
+                f"jax.vmap(..., axis_name={name!r}); check the name if one is bound."
+            ) from error
+    return size
+
+
+def axis_index(axis_name: str | Sequence[str]) -> jax.Array:
+    """This device's index along ``axis_name`` (row-major over a tuple of axes)."""
+    index = jnp.zeros([], jnp.int32)
+    for name in axis_names(axis_name):
+        index = index * jax.lax.axis_size(name) + jax.lax.axis_index(name)
+    return index
+
+
+def as_per_device(x: jax.Array, axis_name: str | Sequence[str]) -> jax.Array:
+    """``x`` with a leading device dimension of length one: a per-device state leaf.
+
+    Every collective with per-device state (the momentum of
+    :func:`gdtx.signum_vote`, the residual of :func:`gdtx.error_feedback`) stores
+    its leaves through this helper, at ``init`` and after each ``update``. Inside
+    ``jax.shard_map`` the leaf is also typed *varying* over the axis: zeros built
+    at ``init`` from replicated parameters are replicated in shard_map's types,
+    but the state becomes per-device after one step, and without the cast a
+    ``lax.scan`` over steps sees its carry change type.
+    """
+    x = x[None]
+    manual = getattr(jax.typeof(x), "manual_axis_type", None)
+    if manual is None or not in_shard_map(x, axis_name):
+        return x
+    missing = tuple(n for n in axis_names(axis_name) if n not in manual.varying)
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+
+def local_view(owner: str, x: jax.Array, what: str) -> jax.Array:
+    """This device's slice of a per-device state leaf (see :func:`as_per_device`).
+
+    Raises:
+      ValueError: unless the leaf has a leading device dimension of length one.
+    """
+    if x.ndim == 0 or x.shape[0] != 1:
+        raise ValueError(
+            f"{owner}: the per-device {what} has shape {x.shape}, but inside the "
+            "collective each device must see a leading device dimension of length 1. "
+            "Initialise and carry the state through jax.shard_map with "
+            "gdtx.per_device_specs(state, axis_name) as its in/out specs."
+        )
+    return x[0]
+
+
+def _explicit_sharding(x: Any) -> Any:
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if spec is None or all(part is None for part in spec):
+        return None
+    return sharding
+
+
+def unsharded(x: jax.Array) -> jax.Array:
+    """``x`` replicated over the mesh axes it is *explicitly* sharded along (else ``x``).
+
+    Packing, sorting and whole-leaf norms need the whole leaf. On an
+    ``AxisType.Explicit`` mesh JAX refuses to reshape or sort a sharded
+    dimension (``ShardingTypeError``), so the leaf is gathered first; under
+    ``Auto`` axes (and inside ``shard_map``'s manual axes) this is a no-op and the
+    compiler places the data as before.
+    """
+    sharding = _explicit_sharding(x)
+    if sharding is None:
+        return x
+    return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, _P()))
+
+
+def sharded_like(y: jax.Array, x: jax.Array) -> jax.Array:
+    """``y`` resharded like ``x`` where ``x`` is explicitly sharded (else ``y``)."""
+    sharding = _explicit_sharding(x)
+    if sharding is None or np.shape(y) != np.shape(x):
+        return y
+    return jax.sharding.reshard(y, sharding)
 
 
 def max_devices(wire: str) -> int:
@@ -172,7 +276,7 @@ def _zero_votes_up(shape, device_index):
 
 
 def _vote_bits(g, axis_name, num_devices):
-    index = jax.lax.axis_index(axis_name)
+    index = axis_index(axis_name)
     up = (g > 0) | (~(g < 0) & _zero_votes_up(g.shape, index))  # NaN counts as zero
     flat = up.reshape(-1)
     n = flat.size
@@ -187,12 +291,30 @@ def _vote_leaf(g, axis_name, wire, num_devices):
     if wire == "auto":
         wire = choose_wire(num_devices, g.size)
     if wire == "packed":
-        total = _vote_packed(g, axis_name)
+        total = _vote_packed(unsharded(g), axis_name)
     elif wire == "bits":
-        total = _vote_bits(g, axis_name, num_devices)
+        total = _vote_bits(unsharded(g), axis_name, num_devices)
     else:
         total = _vote_int(g, axis_name, wire, num_devices)
-    return jnp.sign(total).astype(g.dtype)
+    return sharded_like(jnp.sign(total).astype(g.dtype), g)
+
+
+def vote(owner: str, updates: Any, axis_name: str | Sequence[str], wire: str) -> Any:
+    """The majority vote of ``updates`` over ``axis_name`` (the body of :func:`majority_vote`)."""
+    num_devices = bound_axis_size(owner, axis_name)
+    return jax.tree.map(lambda g: _vote_leaf(g, axis_name, wire, num_devices), updates)
+
+
+class MajorityVoteState(NamedTuple):
+    """State of :func:`majority_vote`.
+
+    Attributes:
+      count: number of updates so far, shape ``()``, int32 (saturating). The vote
+        itself keeps nothing; the count makes the state a non-empty tree, which
+        Orbax can save (it refuses a bare ``optax.EmptyState()``: "Found empty item").
+    """
+
+    count: jax.Array
 
 
 def majority_vote(
@@ -228,12 +350,19 @@ def majority_vote(
       that cannot overflow; a tie goes to packed. At ``N <= 8`` that is packed
       (for ``n`` a multiple of 4 at exactly 8), above it int8 (int16 past 127).
 
-    Gradients must be real. A NaN is treated as a zero (it abstains, or follows
-    the one-bit rule), so one worker's NaN cannot poison the others' update.
+    Parameters must be real: the wire carries signs of real numbers, so ``init``
+    raises a ``TypeError`` naming the leaf for a complex (or integer) parameter;
+    optimise a complex leaf's real and imaginary parts as two real leaves, whose
+    votes are then taken separately. A NaN is treated as a zero (it abstains, or
+    follows the one-bit rule), so one worker's NaN cannot poison the others' update.
 
-    Stateless (``optax.EmptyState()``). Updates keep the gradients' dtype; the
+    The vote keeps nothing but a step count (:class:`MajorityVoteState`; a
+    non-empty state, so that Orbax can save it). Updates keep the gradients'
+    dtype and, on an ``AxisType.Explicit`` mesh, their sharding (the packed and
+    one-bit modes gather an explicitly sharded leaf before packing it); the
     gathered modes return a value that JAX knows is replicated along the axis, so
-    ``out_specs=P()`` type-checks under ``jax.shard_map``.
+    ``out_specs=P()`` type-checks under ``jax.shard_map``. ``update`` raises a
+    ``NameError`` naming the axis when it runs where ``axis_name`` is not bound.
 
     Args:
       axis_name: the bound mesh axis (or a tuple of axes) to vote over.
@@ -267,19 +396,21 @@ def majority_vote(
       Official code: https://github.com/jxbz/signSGD
     """
     owner = "gdtx.majority_vote"
+    check_axis_name(owner, axis_name)
     validation.check_choice(owner, "wire", wire, WIRE_MODES)
 
     def init_fn(params):
         del params
-        return optax.EmptyState()
+        return MajorityVoteState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        num_devices = _axis_size(axis_name)
-        voted = jax.tree.map(lambda g: _vote_leaf(g, axis_name, wire, num_devices), updates)
-        return voted, state
+        del extra_args
+        validation.check_like_params(owner, updates, params)
+        voted = vote(owner, updates, axis_name, wire)
+        return voted, MajorityVoteState(count=optax.safe_increment(state.count))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return validation.checking_params(tx, owner, allow_complex=False)
 
 
 def per_device_specs(state: Any, axis_name: str | tuple[str, ...]) -> Any:

@@ -39,9 +39,21 @@ import optax
 from gdtx._core import dtypes, validation
 from gdtx._core.trees import unzip
 from gdtx._core.weight_decay import chain_with_weight_decay
-from gdtx.distributed import WIRE_MODES, majority_vote
+from gdtx.distributed import WIRE_MODES, as_per_device, check_axis_name, local_view, vote
 
 _SIGN_WEIGHT_DECAY_MODES = ("decoupled", "l2")
+
+
+class ScaleBySignState(NamedTuple):
+    """State of :func:`scale_by_sign`.
+
+    Attributes:
+      count: number of updates so far, shape ``()``, int32 (saturating). The sign
+        needs no state; the count makes the state a non-empty tree, which Orbax
+        can save (it refuses a bare ``optax.EmptyState()``: "Found empty item").
+    """
+
+    count: jax.Array
 
 
 def scale_by_sign() -> optax.GradientTransformationExtraArgs:
@@ -51,9 +63,20 @@ def scale_by_sign() -> optax.GradientTransformationExtraArgs:
 
       u_t = \\operatorname{sign}(g_t) \\in \\{-1, 0, 1\\}.
 
-    Stateless (the state is ``optax.EmptyState()``). Updates keep the gradients'
-    dtype. For complex gradients ``sign`` is ``g / |g|`` (``jnp.sign``), as
-    ``torch.sgn`` in the reference.
+    For a complex coordinate ``sign(g) = g / |g|`` (``jnp.sign``; 0 for 0): a
+    unit step along the coordinate's (conjugated) gradient, as ``torch.sgn`` in
+    the reference ``pytorch-optimizer`` ``SignSGD`` and ``jnp.sign`` in
+    ``optax.scale_by_sign``. It is the steepest-descent direction for the norm
+    ``max_i |z_i|`` (the modulus of each complex coordinate), as the real sign is
+    for ``max_i |x_i|``; every complex coordinate moves by exactly the learning
+    rate in modulus. (Taking the signs of the real and imaginary parts instead
+    is signSGD on the real parameters ``(Re z, Im z)``: store them as two real
+    leaves for that.)
+
+    The state holds only a step count (:class:`ScaleBySignState`). Updates keep
+    the gradients' dtype; with ``params`` given, ``update`` checks that the
+    gradients have their shapes (a ``ValueError``, never a silent broadcast).
+    ``init`` refuses integer parameters with a ``TypeError``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -74,16 +97,36 @@ def scale_by_sign() -> optax.GradientTransformationExtraArgs:
       <https://arxiv.org/abs/1802.04434>`_, ICML 2018.
       Official code: https://github.com/jxbz/signSGD
     """
+    owner = "gdtx.scale_by_sign"
 
     def init_fn(params):
         del params
-        return optax.EmptyState()
+        return ScaleBySignState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        return jax.tree.map(jnp.sign, updates), state
+        del extra_args
+        validation.check_like_params(owner, updates, params)
+        return jax.tree.map(jnp.sign, updates), ScaleBySignState(
+            count=optax.safe_increment(state.count)
+        )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return validation.checking_params(tx, owner, allow_complex=True)
+
+
+def _check_state_dtype(owner: str, knob: str, dtype: Any, params: Any) -> None:
+    """Refuses a real state dtype for complex parameters (it would drop the imaginary part)."""
+    if dtype is None or jnp.issubdtype(dtype, jnp.complexfloating):
+        return
+    for path, leaf in jax.tree.flatten_with_path(params)[0]:
+        leaf_dtype = getattr(leaf, "dtype", None)
+        if leaf_dtype is not None and jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+            raise TypeError(
+                f"{owner}: `{knob}={jnp.dtype(dtype).name}` is real, but the parameter at "
+                f"{jax.tree_util.keystr(path) or '(the root)'} is {jnp.dtype(leaf_dtype).name}: "
+                f"the state would lose its imaginary part. Use a complex `{knob}` "
+                f"(e.g. jnp.complex64) or None."
+            )
 
 
 class ScaleBySignumState(NamedTuple):
@@ -153,6 +196,7 @@ def scale_by_signum(
     mu_dtype = dtypes.canonical_dtype(mu_dtype)
 
     def init_fn(params):
+        _check_state_dtype(owner, "mu_dtype", mu_dtype, params)
         return ScaleBySignumState(
             count=jnp.zeros([], jnp.int32), mu=dtypes.zeros_like_params(params, mu_dtype)
         )
@@ -164,7 +208,8 @@ def scale_by_signum(
         new_updates, mu = unzip(pairs, updates, 2)
         return new_updates, ScaleBySignumState(count=optax.safe_increment(state.count), mu=mu)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return validation.checking_params(tx, owner, allow_complex=True)
 
 
 def sign_sgd(
@@ -313,40 +358,25 @@ class SignumVoteState(NamedTuple):
 
 
 def _scale_by_signum_vote(owner, beta, axis_name, wire, mu_dtype):
-    vote = majority_vote(axis_name, wire=wire)
-
     def init_fn(params):
         zeros = dtypes.zeros_like_params(params, mu_dtype)
-        return SignumVoteState(count=jnp.zeros([], jnp.int32), mu=jax.tree.map(_add_device, zeros))
+        mu = jax.tree.map(lambda z: as_per_device(z, axis_name), zeros)
+        return SignumVoteState(count=jnp.zeros([], jnp.int32), mu=mu)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        local_mu = jax.tree.map(lambda m: _local(owner, m), state.mu)
+        local_mu = jax.tree.map(lambda m: local_view(owner, m, "momentum"), state.mu)
         validation.check_like_state(owner, updates, local_mu)
         pairs = jax.tree.map(lambda g, m: _signum_leaf(g, m, beta), updates, local_mu)
         signs, mu = unzip(pairs, updates, 2)
-        voted, _ = vote.update(signs, vote.init(signs))
+        voted = vote(owner, signs, axis_name, wire)
         new_state = SignumVoteState(
-            count=optax.safe_increment(state.count), mu=jax.tree.map(_add_device, mu)
+            count=optax.safe_increment(state.count),
+            mu=jax.tree.map(lambda m: as_per_device(m, axis_name), mu),
         )
         return voted, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _add_device(x):
-    return x[None]
-
-
-def _local(owner, m):
-    if m.ndim == 0 or m.shape[0] != 1:
-        raise ValueError(
-            f"{owner}: the per-device momentum has shape {m.shape}, but inside the "
-            "collective each device must see a leading device dimension of length 1. "
-            "Initialise and carry the state through jax.shard_map with "
-            "gdtx.per_device_specs(state, axis_name) as its in/out specs."
-        )
-    return m[0]
 
 
 def signum_vote(
@@ -423,6 +453,7 @@ def signum_vote(
       Official code: https://github.com/jxbz/signSGD
     """
     owner = "gdtx.signum_vote"
+    check_axis_name(owner, axis_name)
     validation.check_decay(owner, "beta", beta)
     validation.check_dtype(owner, "mu_dtype", mu_dtype)
     validation.check_choice(owner, "wire", wire, WIRE_MODES)
@@ -436,4 +467,5 @@ def signum_vote(
         weight_decay_mode="decoupled",
         mask=mask,
         owner=owner,
+        allow_complex=False,
     )

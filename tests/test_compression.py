@@ -393,16 +393,59 @@ def test_invalid_hyperparameters_raise():
             lambda: gdtx.qsgd(0),
             r"gdtx\.qsgd: `num_levels` must be an integer in \[1, 32767\], got 0",
         ),
-        (lambda: gdtx.qsgd(2.5), r"`num_levels` must be an integer in \[1, \d+\], got 2\.5"),
         (lambda: gdtx.qsgd(2, norm="l1"), r"`norm` must be one of \('l2', 'max'\), got 'l1'"),
         (lambda: gdtx.terngrad(clip_sigma=0.0), r"gdtx\.terngrad: `clip_sigma` must be > 0"),
         (lambda: gdtx.atomo(0.0), r"gdtx\.atomo: `budget` must be > 0, got 0\.0"),
         (lambda: gdtx.atomo(2.0, atoms="rows"), r"`atoms` must be one of"),
         (lambda: gdtx.atomo(2.0, cap_sigmas=-1.0), r"`cap_sigmas` must be >= 0"),
-        (lambda: gdtx.compressed_mean(optax.sgd(1.0), "data"), r"`compressor` must be a gdtx"),
+        (lambda: gdtx.atomo(float("inf")), r"gdtx\.atomo: `budget` must be finite"),
+        (lambda: gdtx.terngrad(clip_sigma=float("nan")), r"`clip_sigma` must be > 0, got nan"),
+        (lambda: gdtx.error_feedback(gdtx.scaled_sign(), seed=-1), r"`seed` must be an integer"),
     ]:
         with pytest.raises(ValueError, match=pattern):
             call()
+
+
+def test_wrongly_typed_hyperparameters_raise_type_errors():
+    """Issue 14: the new policy (TypeError for non-numbers), with the static-arg hint."""
+    for call, pattern in [
+        (lambda: gdtx.qsgd(2.5), r"gdtx\.qsgd: `num_levels` must be an integer, got 2\.5"),
+        (lambda: gdtx.qsgd(True), r"gdtx\.qsgd: `num_levels` must be an integer, got True"),
+        (lambda: gdtx.qsgd(4, bucket_size=8.0), r"`bucket_size` must be an integer"),
+        (lambda: gdtx.terngrad(clip_sigma="2.5"), r"gdtx\.terngrad: `clip_sigma` must be a real"),
+        (lambda: gdtx.atomo("2"), r"gdtx\.atomo: `budget` must be a real number, got '2'"),
+        (lambda: gdtx.atomo(True), r"gdtx\.atomo: `budget` must be a real number"),
+        (lambda: gdtx.atomo(jnp.ones(2)), r"gdtx\.atomo: `budget` must be a real scalar"),
+        (lambda: gdtx.atomo(2.0, cap_sigmas="4"), r"`cap_sigmas` must be a real number or None"),
+        (lambda: gdtx.compressed_mean(optax.sgd(1.0), "data"), r"`compressor` must be a gdtx"),
+        (
+            lambda: gdtx.compressed_mean(gdtx.qsgd(2), "data", seed=1.0),
+            r"gdtx\.compressed_mean: `seed` must be an integer, got 1\.0",
+        ),
+        (
+            lambda: gdtx.error_feedback(gdtx.scaled_sign(), seed=1.0),
+            r"gdtx\.error_feedback: `seed` must be an integer, got 1\.0",
+        ),
+        (lambda: gdtx.error_feedback(gdtx.scaled_sign(), seed=None), r"`seed` must be an int"),
+        (
+            lambda: gdtx.compressed_mean(gdtx.qsgd(2), axis_name=3),
+            r"gdtx\.compressed_mean: `axis_name` must be a mesh axis name",
+        ),
+        (
+            lambda: gdtx.error_feedback(gdtx.qsgd(2), axis_name=("data", 1)),
+            r"gdtx\.error_feedback: `axis_name` must be a mesh axis name",
+        ),
+    ]:
+        with pytest.raises(TypeError, match=pattern):
+            call()
+    # A traced budget names inject_hyperparams' static_args, like check_static_integer.
+    with pytest.raises(TypeError, match=r"gdtx\.atomo: `budget` .*list it in `static_args`"):
+        jax.jit(lambda b: gdtx.atomo(b).compress(jax.random.key(0), jnp.ones(3)))(2.0)
+    # Through inject_hyperparams, listed as static, it works.
+    tx = optax.inject_hyperparams(
+        lambda budget: gdtx.compressed_mean(gdtx.atomo(budget), None), static_args=("budget",)
+    )(budget=2.0)
+    tx.update(jnp.ones(4), tx.init(jnp.ones(4)))
 
 
 # --- error feedback ------------------------------------------------------------------------------
@@ -489,7 +532,10 @@ DP_COMPRESSORS = {
 
 @pytest.mark.parametrize("name", ["qsgd", "scaled_sign", "atomo_svd"])
 def test_compressed_mean_decodes_every_workers_own_message(name):
-    """The mean equals a by-hand mean of Dec(Enc(g_k, fold_in(fold_in(key, t), k)))."""
+    """The mean equals a by-hand mean of Dec(Enc(g_k, fold_in(step_t, k))).
+
+    ``carry_0 = PRNGKey(seed)``, ``carry_{t+1}, step_t = split(carry_t)``.
+    """
     mesh = _mesh()
     compressor = DP_COMPRESSORS[name]
     rng = np.random.default_rng(1)
@@ -502,19 +548,20 @@ def test_compressed_mean_decodes_every_workers_own_message(name):
     fn, sharded = _dp_update(mesh, tx, grads, state)
 
     @jax.jit
-    def by_hand(count):
-        base = jax.random.fold_in(jax.random.PRNGKey(3), count)
-
+    def by_hand(base):
         def one(k, g):
             return compressor.decompress(compressor.compress(jax.random.fold_in(base, k), g))
 
         return jax.tree.map(lambda x: x.mean(0), jax.vmap(one)(jnp.arange(8), grads))
 
-    for count in range(2):
+    carry = jax.random.PRNGKey(3)
+    for _ in range(2):
         out, state = fn(sharded, state)
-        expected = by_hand(count)
+        carry, step_key = jax.random.split(carry)
+        expected = by_hand(step_key)
         for key in grads:
             np.testing.assert_allclose(out[key], expected[key], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(state.key, carry)
     assert int(state.count) == 2
 
 
@@ -579,9 +626,7 @@ def test_independent_device_keys_divide_the_variance_by_the_device_count(monkeyp
     tx = gdtx.compressed_mean(gdtx.qsgd(4), "data")
     _assert_mean_matches(_noise_power(mesh, tx, g, 300), var.sum() / 8, "Var of the mean")
     # The mutant: every device uses the step's key, so all quantize identically.
-    monkeypatch.setattr(
-        compression, "_step_key", lambda key, count, axis: jax.random.fold_in(key, count)
-    )
+    monkeypatch.setattr(compression, "_next_keys", lambda key, axis: tuple(jax.random.split(key)))
     tx = gdtx.compressed_mean(gdtx.qsgd(4), "data")
     reused = _noise_power(mesh, tx, g, 300)
     _assert_mean_matches(reused, var.sum(), "Var with one key")

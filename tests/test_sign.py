@@ -51,7 +51,7 @@ def test_scale_by_sign_zero_is_zero_and_dtype_is_kept():
     np.testing.assert_array_equal(updates["f32"], [-1.0, 0.0, 1.0, 0.0])
     np.testing.assert_array_equal(np.asarray(updates["bf16"], np.float32), [1.0, 0.0])
     assert updates["bf16"].dtype == jnp.bfloat16
-    assert state == optax.EmptyState()
+    assert isinstance(state, gdtx.sign.ScaleBySignState) and int(state.count) == 1
 
 
 def test_sign_sgd_step_is_exactly_the_learning_rate_and_zero_stays_put():
