@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -113,3 +114,85 @@ def test_rst_docstrings_become_markdown():
         "    !!! warning\n        keep `eps == eps_root`.\n\n"
         "Returns:\n  a transformation."
     )
+
+
+# --- claims the README makes ------------------------------------------------------------
+
+
+def _readme():
+    return (ROOT / "README.md").read_text()
+
+
+def _sharding_cases():
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import gdtx
+
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices (tests/conftest.py sets jax_num_cpu_devices)")
+    P = jax.sharding.PartitionSpec
+    results = {}
+    for kind in ("Auto", "Explicit"):
+        mesh = jax.make_mesh((8,), ("data",), axis_types=(getattr(jax.sharding.AxisType, kind),))
+        sharding = jax.sharding.NamedSharding(mesh, P("data", None))
+        params = {"w": jax.device_put(jnp.ones((16, 4)), sharding)}
+        txs = {"gdtx.adabelief": gdtx.adabelief(1e-3), "optax.adam": optax.adam(1e-3)}
+        for name, tx in txs.items():
+            with jax.set_mesh(mesh):
+                results[kind, "jit under set_mesh", name] = jax.jit(tx.init)(params)[0].mu["w"]
+                results[kind, "eager", name] = tx.init(params)[0].mu["w"]
+            if kind == "Auto":
+                results[kind, "jit without a mesh", name] = jax.jit(tx.init)(params)[0].mu["w"]
+    return results
+
+
+def test_readme_states_where_state_sharding_follows_the_params():
+    import jax
+
+    P = jax.sharding.PartitionSpec
+    readme = " ".join(_readme().split())
+    assert "sharded like the parameters they mirror when `tx.init(params)` runs eagerly" in readme
+    assert "On an Auto mesh, `jax.jit(tx.init)(params)` does not carry the params' sharding" in (
+        readme
+    )
+    for (kind, how, name), mu in _sharding_cases().items():
+        where = f"{name} on an {kind} mesh, {how}"
+        if kind == "Explicit" or how == "eager":
+            # What the README promises.
+            assert mu.sharding.spec == P("data", None), f"{where}: {mu.sharding}"
+        elif how == "jit under set_mesh":
+            # What the README warns about: if this starts to hold, update the README.
+            assert mu.sharding.spec == P(), f"{where}: {mu.sharding} (update the README)"
+        else:
+            assert len(mu.sharding.device_set) == 1, f"{where}: {mu.sharding} (update the README)"
+
+
+def test_readme_methods_table_names_public_functions():
+    import gdtx
+
+    table = _readme().split("## Methods")[1].split("###")[0]
+    names = set()
+    for row in table.splitlines()[2:]:
+        if row.startswith("|"):
+            names.update(re.findall(r"`([a-z_]+)`", row.split("|")[1]))
+    assert names, "no names found in the README's methods table"
+    public = set(gdtx.__all__)
+    missing = sorted(n for n in names if n not in public and not hasattr(gdtx, n))
+    # The adaptive batch-size helpers live in gdtx.batch_size, as the table says.
+    from gdtx import batch_size
+
+    missing = [n for n in missing if not hasattr(batch_size, n)]
+    assert not missing, f"the README's methods table names {missing}, which gdtx does not export"
+
+
+def test_install_instructions_name_no_unpublished_url():
+    # gdtx is not published: github.com/gdtx/gdtx does not resolve and PyPI has no gdtx.
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        assert "git+https://github.com/gdtx" not in text, f"{page.relative_to(ROOT)}"
+        assert "pip install gdtx" not in text and 'pip install "gdtx' not in text, (
+            f"{page.relative_to(ROOT)} installs gdtx from an index that does not have it"
+        )

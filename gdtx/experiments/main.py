@@ -34,7 +34,7 @@ import textwrap
 _DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
 
 # Top-level modules needed by the experiments beyond jax/optax/chex; they
-# come with ``pip install "gdtx[examples]"``.
+# come with the ``examples`` extra (``pip install -e ".[examples]"`` in a clone).
 OPTIONAL_DEPENDENCIES = (
     "absl",
     "ml_collections",
@@ -272,7 +272,8 @@ def run(argv: list[str] | None = None) -> None:
     if missing is not None:
         print(
             f"{program_name(argv[0])}: missing optional dependency {missing!r}; "
-            'install it with: pip install "gdtx[examples]"',
+            "install the examples extra from a clone of the gdtx repository: "
+            'pip install -c constraints.txt -e ".[examples]"',
             file=sys.stderr,
         )
         sys.exit(1)

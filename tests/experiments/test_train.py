@@ -186,7 +186,7 @@ def test_run_without_optional_dependencies(monkeypatch, capsys, missing):
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert missing in err
-    assert 'pip install "gdtx[examples]"' in err
+    assert 'pip install -c constraints.txt -e ".[examples]"' in err
     assert len(err.strip().splitlines()) == 1
 
 
