@@ -470,7 +470,8 @@ def acgd(
       v_x &\leftarrow \beta v_x + (1 - \beta) g_x^2, \qquad
       L_x = \sqrt{1 - \beta^t}\, \alpha_x / (\sqrt{v_x} + \epsilon)
       \quad\text{(likewise } v_y, L_y\text{)}, \\
-      \Delta x &= -L_x \odot (g_x + B \Delta y), \qquad \Delta y = L_y \odot (g_y + B^\top \Delta x),
+      \Delta x &= -L_x \odot (g_x + B \Delta y), \qquad
+      \Delta y = L_y \odot (g_y + B^\top \Delta x),
 
     solved by CG for the maximiser on odd steps and for the minimiser on even
     steps (the official order), each warm-started from the previous step's
