@@ -137,7 +137,9 @@ def linear_decay(
     def schedule(count):
         s = jnp.asarray(count).astype(jnp.result_type(float))
         warm = (s + 1) / jnp.maximum(warmup_steps, 1)
-        decay = jnp.clip(1 - (s - warmup_steps) / (total_steps - warmup_steps), 0, 1)
+        # (N - s) / (N - W), not 1 - (s - W)/(N - W): exactly 0 from s = N on, even
+        # where XLA divides by multiplying with a reciprocal
+        decay = jnp.clip((total_steps - s) / (total_steps - warmup_steps), 0, 1)
         return peak * jnp.where(s < warmup_steps, warm, decay)
 
     return schedule
@@ -486,7 +488,8 @@ def refined(
     Args:
       grad_norms: the norms recorded in the first run (see
         :func:`record_grad_norm`), 1-D, each finite and > 0.
-      total_steps: ``N``, the number of updates of the new run, an integer >= 1.
+      total_steps: ``N``, the number of updates of the new run, an integer >= 1
+        (static: it is not traced).
       smoothing: the median filter's width as a fraction of the recorded
         length, in [0, 1] (see :func:`refined_multipliers`).
       norm: ``"l2"`` (SGD) or ``"l1"`` (Adam-type), as recorded.
@@ -514,16 +517,15 @@ def refined(
       gdtx re-implements from the mathematics).
     """
     owner = "gdtx.schedules.refined"
-    validation.check_integer(owner, "total_steps", total_steps, 1)
+    num_steps = validation.check_static_integer(owner, "total_steps", total_steps, 1)
     validation.check_non_negative(owner, "peak", peak)
     multipliers = _refine(owner, grad_norms, smoothing, norm, resolution)
     last = len(multipliers) - 1
+    ratio = last / max(num_steps - 1, 1)  # a Python float: exactly 1.0 when N == len(table)
 
     def schedule(count):
         dtype = jnp.result_type(float)
         table = jnp.asarray(multipliers, dtype)
-        # position in the table; exactly `count` when total_steps == len(table)
-        ratio = jnp.asarray(last, dtype) / jnp.maximum(total_steps - 1, 1)
         position = jnp.clip(jnp.asarray(count).astype(dtype) * ratio, 0, last)
         i = jnp.clip(jnp.floor(position).astype(jnp.int32), 0, last - 1)
         frac = position - i
