@@ -148,7 +148,30 @@ def scale_by_diffgrad(
       Networks <https://arxiv.org/abs/1909.11015>`_, IEEE TNNLS 31(11), 2020.
       Official code: https://github.com/shivram1987/diffGrad
     """
-    owner = "gdtx.scale_by_diffgrad"
+    return _scale_by_diffgrad(
+        "gdtx.scale_by_diffgrad",
+        b1,
+        b2,
+        eps,
+        eps_root,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+        prev_grad_dtype=prev_grad_dtype,
+    )
+
+
+def _scale_by_diffgrad(
+    owner: str,
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    eps_root: Any,
+    *,
+    mu_dtype: Any,
+    nu_dtype: Any,
+    prev_grad_dtype: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`scale_by_diffgrad` with ``owner`` (the public function called) in its messages."""
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     validation.check_non_negative(owner, "eps_root", eps_root)
     validation.check_dtype(owner, "prev_grad_dtype", prev_grad_dtype)
@@ -168,6 +191,7 @@ def scale_by_diffgrad(
         )
 
     def leaf_update(g, m_prev, v_prev, g_prev, count):
+        g = jnp.asarray(g)  # a Python-number leaf has no dtype
         cdt, rdt = _compute_dtypes(g, m_prev, v_prev)
         b1_, b2_, eps_, eps_root_ = (jnp.asarray(x, rdt) for x in (b1, b2, eps, eps_root))
         t = jnp.asarray(count, rdt)
@@ -277,7 +301,8 @@ def diffgrad(
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     validation.check_non_negative(owner, "eps_root", eps_root)
     validation.check_dtype(owner, "prev_grad_dtype", prev_grad_dtype)
-    direction = scale_by_diffgrad(
+    direction = _scale_by_diffgrad(
+        owner,
         b1,
         b2,
         eps,
@@ -286,13 +311,16 @@ def diffgrad(
         nu_dtype=nu_dtype,
         prev_grad_dtype=prev_grad_dtype,
     )
-    return chain_with_weight_decay(
+    tx = chain_with_weight_decay(
         direction,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         weight_decay_mode=weight_decay_mode,
         mask=mask,
         owner=owner,
+    )
+    return dtypes.checking_phase_dtypes(
+        tx, owner, mu_dtype=mu_dtype, prev_grad_dtype=prev_grad_dtype
     )
 
 
@@ -545,10 +573,8 @@ def _rectify(
     return extra_args.declare(tx, extra_args.required_extra_args(inner))
 
 
-def _scale_by_adam_unbiased_eps(b1, b2, eps, mu_dtype, nu_dtype):
+def _scale_by_adam_unbiased_eps(owner, b1, b2, eps, mu_dtype, nu_dtype):
     """Adam with ``eps`` on the un-bias-corrected root (torch's RAdam convention)."""
-
-    owner = "gdtx.scale_by_radam"
 
     def init_fn(params):
         validation.check_params(owner, params, allow_complex=True)
@@ -560,6 +586,7 @@ def _scale_by_adam_unbiased_eps(b1, b2, eps, mu_dtype, nu_dtype):
         )
 
     def leaf_update(g, m_prev, v_prev, count):
+        g = jnp.asarray(g)  # a Python-number leaf has no dtype
         cdt, rdt = _compute_dtypes(g, m_prev, v_prev)
         b1_, b2_, eps_ = (jnp.asarray(x, rdt) for x in (b1, b2, eps))
         t = jnp.asarray(count, rdt)
@@ -644,11 +671,34 @@ def scale_by_radam(
       <https://arxiv.org/abs/1908.03265>`_, ICLR 2020. Official code:
       https://github.com/LiyuanLucasLiu/RAdam; ``torch.optim.RAdam``.
     """
-    owner = "gdtx.scale_by_radam"
+    return _scale_by_radam(
+        "gdtx.scale_by_radam",
+        b1,
+        b2,
+        eps,
+        threshold=threshold,
+        degenerated_to_sgd=degenerated_to_sgd,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
+
+
+def _scale_by_radam(
+    owner: str,
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    *,
+    threshold: Any,
+    degenerated_to_sgd: bool,
+    mu_dtype: Any,
+    nu_dtype: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`scale_by_radam` with ``owner`` (the public function called) in its messages."""
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     _check_threshold(owner, threshold)
     adam = _scale_by_adam_unbiased_eps(
-        b1, b2, eps, dtypes.canonical_dtype(mu_dtype), dtypes.canonical_dtype(nu_dtype)
+        owner, b1, b2, eps, dtypes.canonical_dtype(mu_dtype), dtypes.canonical_dtype(nu_dtype)
     )
     return _rectify(
         owner, adam, b1=b1, b2=b2, threshold=threshold, degenerated_to_sgd=degenerated_to_sgd
@@ -725,7 +775,8 @@ def radam(
     owner = "gdtx.radam"
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     _check_threshold(owner, threshold)
-    direction = scale_by_radam(
+    direction = _scale_by_radam(
+        owner,
         b1,
         b2,
         eps,
@@ -734,7 +785,7 @@ def radam(
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
-    return chain_with_weight_decay(
+    tx = chain_with_weight_decay(
         direction,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
@@ -742,6 +793,7 @@ def radam(
         mask=mask,
         owner=owner,
     )
+    return dtypes.checking_phase_dtypes(tx, owner, mu_dtype=mu_dtype)
 
 
 # --------------------------------------------------------------------------------------
@@ -811,7 +863,13 @@ def scale_by_adagrad_norm(
       Ward, Wu and Bottou, `AdaGrad Stepsizes: Sharp Convergence Over Nonconvex
       Landscapes <https://arxiv.org/abs/1806.01811>`_, ICML 2019 (Algorithm 1).
     """
-    owner = "gdtx.scale_by_adagrad_norm"
+    return _scale_by_adagrad_norm("gdtx.scale_by_adagrad_norm", initial_accumulator_value, eps)
+
+
+def _scale_by_adagrad_norm(
+    owner: str, initial_accumulator_value: Any, eps: Any
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`scale_by_adagrad_norm` with ``owner`` (the public function called) in its messages."""
     validation.check_non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
     validation.check_non_negative(owner, "eps", eps)
 
@@ -831,14 +889,18 @@ def scale_by_adagrad_norm(
         validation.check_like_params(owner, updates, params)
         dtype = state.sum_of_squares.dtype
         # ||g||^2 summed in at least float32 (a bfloat16 sum would stall b_t early).
-        wide = jax.tree.map(lambda g: g.astype(dtypes.compute_dtype(g, dtype)), updates)
+        wide = jax.tree.map(
+            lambda g: jnp.asarray(g).astype(dtypes.compute_dtype(g, dtype)), updates
+        )
         total = state.sum_of_squares + optax.tree.norm(wide, squared=True).real.astype(dtype)
         # Guarded so that neither the value nor its derivative is 0/0 at b_t = 0.
         positive = total > 0
         b_t = jnp.where(positive, jnp.sqrt(jnp.where(positive, total, 1)), 0)
         denom = b_t + jnp.asarray(eps, dtype)
         scale = jnp.where(denom > 0, 1 / jnp.where(denom > 0, denom, 1), 0)
-        new_updates = jax.tree.map(lambda g, w: (w * scale).astype(g.dtype), updates, wide)
+        new_updates = jax.tree.map(
+            lambda g, w: (w * scale).astype(jnp.result_type(g)), updates, wide
+        )
         count = optax.safe_increment(state.count)
         return new_updates, ScaleByAdagradNormState(count=count, sum_of_squares=total)
 
@@ -889,6 +951,6 @@ def adagrad_norm(
     validation.check_non_negative(owner, "learning_rate", learning_rate, schedule=True)
     validation.check_non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
     validation.check_non_negative(owner, "eps", eps)
-    direction = scale_by_adagrad_norm(initial_accumulator_value, eps)
+    direction = _scale_by_adagrad_norm(owner, initial_accumulator_value, eps)
     chained = extra_args.chain(direction, optax.scale_by_learning_rate(learning_rate))
     return validation.checking_params(chained, owner, allow_complex=True)

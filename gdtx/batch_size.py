@@ -277,7 +277,9 @@ def _check_augmented_test_args(owner: str, theta: Any, nu: Any, max_batch_size: 
     # nu = inf is documented (it disables the orthogonality part): > 0, may be infinite.
     x = validation.real_values(owner, "nu", nu)
     if x is not None and not np.all(x > 0):
-        raise ValueError(f"{owner}: `nu` must be > 0 (or inf), got {nu!r}.")
+        raise ValueError(
+            f"{owner}: `nu` must be > 0, got {nu!r} (`nu=inf` disables the orthogonality part)."
+        )
     validation.check_integer(owner, "max_batch_size", max_batch_size, 1)
 
 

@@ -145,7 +145,36 @@ def scale_by_belief(
       Observed Gradients <https://arxiv.org/abs/2010.07468>`_, NeurIPS 2020.
       Official code: https://github.com/juntang-zhuang/Adabelief-Optimizer
     """
-    owner = "gdtx.scale_by_belief"
+    return _scale_by_belief(
+        "gdtx.scale_by_belief",
+        b1,
+        b2,
+        eps,
+        eps_root,
+        amsgrad=amsgrad,
+        rectify=rectify,
+        degenerated_to_sgd=degenerated_to_sgd,
+        nesterov=nesterov,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
+
+
+def _scale_by_belief(
+    owner: str,
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    eps_root: Any,
+    *,
+    amsgrad: bool,
+    rectify: bool,
+    degenerated_to_sgd: bool,
+    nesterov: bool,
+    mu_dtype: Any,
+    nu_dtype: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`scale_by_belief` with ``owner`` (the public function called) in its messages."""
     _validate(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     mu_dtype = dtypes.canonical_dtype(mu_dtype)
     nu_dtype = dtypes.canonical_dtype(nu_dtype)
@@ -177,6 +206,7 @@ def scale_by_belief(
         return sc
 
     def leaf_update(g, m_prev, s_prev, s_max_prev, scalars):
+        g = jnp.asarray(g)  # a Python-number leaf has no dtype
         cdt = dtypes.compute_dtype(g, m_prev)  # complex for complex parameters
         rdt = dtypes.compute_dtype(dtypes.real_dtype(cdt), s_prev.real)  # s is real
         cdt = jnp.promote_types(cdt, rdt)
@@ -323,7 +353,8 @@ def adabelief(
     """
     owner = "gdtx.adabelief"
     _validate(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
-    direction = scale_by_belief(
+    direction = _scale_by_belief(
+        owner,
         b1,
         b2,
         eps,
@@ -335,7 +366,7 @@ def adabelief(
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
-    return chain_with_weight_decay(
+    tx = chain_with_weight_decay(
         direction,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
@@ -343,3 +374,4 @@ def adabelief(
         mask=mask,
         owner=owner,
     )
+    return dtypes.checking_phase_dtypes(tx, owner, mu_dtype=mu_dtype)

@@ -55,7 +55,7 @@ from optax.experimental import aggregating
 from gdtx._core import dtypes, extra_args, validation
 from gdtx._core.trees import unzip
 from gdtx._core.weight_decay import chain_with_weight_decay
-from gdtx.sign import scale_by_signum
+from gdtx.sign import ScaleBySignumState, scale_by_signum
 
 # The authors clip rho to 0.999, pytorch-optimizer 4.1 to 0.9999. Only t = 1 is
 # affected (rho_1 = 1, rho_2 = 1/2 for beta = 0.9 and smaller for larger t).
@@ -171,7 +171,13 @@ def scale_by_msvag(
       (Algorithm 2). Official code: https://github.com/lballes/msvag
       (``MSVAGOptimizer``); also ``pytorch-optimizer`` >= 4.1.0 (``MSVAG``).
     """
-    owner = "gdtx.scale_by_msvag"
+    return _scale_by_msvag("gdtx.scale_by_msvag", beta, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+
+
+def _scale_by_msvag(
+    owner: str, beta: Any, *, mu_dtype: Any, nu_dtype: Any
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`scale_by_msvag` with ``owner`` (the public function called) in its messages."""
     _validate_msvag(owner, beta, mu_dtype, nu_dtype)
     mu_dtype = dtypes.canonical_dtype(mu_dtype)
     nu_dtype = dtypes.canonical_dtype(nu_dtype)
@@ -186,6 +192,7 @@ def scale_by_msvag(
         )
 
     def leaf_update(g, m_prev, v_prev, count):
+        g = jnp.asarray(g)  # a Python-number leaf has no dtype
         cdt, rdt = _compute_dtypes(g, m_prev, v_prev)
         beta_ = jnp.asarray(beta, rdt)
         g_c = g.astype(cdt)
@@ -309,14 +316,31 @@ def msvag(
     """
     owner = "gdtx.msvag"
     _validate_msvag(owner, beta, mu_dtype, nu_dtype)
-    return chain_with_weight_decay(
-        scale_by_msvag(beta, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
+    tx = chain_with_weight_decay(
+        _scale_by_msvag(owner, beta, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         weight_decay_mode=weight_decay_mode,
         mask=mask,
         owner=owner,
     )
+    return dtypes.checking_phase_dtypes(tx, owner, mu_dtype=mu_dtype)
+
+
+def _checked_signum(
+    owner: str, signum: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
+    """``signum`` whose ``update`` checks its state in the name of ``owner`` first.
+
+    gdtx.sign's own checks name ``gdtx.scale_by_signum``; the user called ``owner``.
+    """
+
+    def update_fn(updates, state, params=None, **extra):
+        validation.check_state_type(owner, state, ScaleBySignumState)
+        validation.check_like_state(owner, updates, state.mu)
+        return signum.update(updates, state, params, **extra)
+
+    return optax.GradientTransformationExtraArgs(signum.init, update_fn)
 
 
 def m_ssd(
@@ -382,7 +406,7 @@ def m_ssd(
     validation.check_decay(owner, "beta", beta)
     validation.check_dtype(owner, "mu_dtype", mu_dtype)
     return chain_with_weight_decay(
-        scale_by_signum(beta, mu_dtype=mu_dtype),
+        _checked_signum(owner, scale_by_signum(beta, mu_dtype=mu_dtype)),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         weight_decay_mode=weight_decay_mode,
@@ -492,13 +516,18 @@ def scale_by_svag() -> optax.GradientTransformationExtraArgs:
       (Section 4, variance adaptation with mini-batch variance estimates).
       Official code (moving-average SVAG): https://github.com/lballes/msvag
     """
-    owner = "gdtx.scale_by_svag"
+    return _scale_by_svag("gdtx.scale_by_svag")
+
+
+def _scale_by_svag(owner: str) -> optax.GradientTransformationExtraArgs:
+    """:func:`scale_by_svag` with ``owner`` (the public function called) in its messages."""
 
     def init_fn(params):
         validation.check_params(owner, params, allow_complex=True)
         return ScaleBySvagState(count=jnp.zeros([], jnp.int32))
 
     def leaf_update(g, var):
+        g, var = jnp.asarray(g), jnp.asarray(var)  # Python-number leaves have no dtype
         cdt, rdt = _compute_dtypes(g, g, var)
         g_c = g.astype(cdt)
         gamma = _variance_factor(dtypes.abs_sq(g_c), dtypes.as_real(var, rdt))
@@ -565,7 +594,7 @@ def svag(
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, ICML 2018.
     """
     return chain_with_weight_decay(
-        scale_by_svag(),
+        _scale_by_svag("gdtx.svag"),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         weight_decay_mode=weight_decay_mode,

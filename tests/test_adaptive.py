@@ -8,6 +8,7 @@ derived by hand (float64, under ``jax.enable_x64``).
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import jax
@@ -340,3 +341,169 @@ def test_adagrad_norm_survives_a_learning_rate_that_breaks_gradient_descent():
     assert float(jnp.linalg.norm(x)) < 1e-6
     b_final = math.sqrt(float(optax.tree.get(state, "sum_of_squares")))
     assert lipschitz * lr / 2 <= b_final < 10 * lipschitz * lr, b_final
+
+
+# --- issue 14: parameters, hyperparameter types, states, dtype knobs -------------------
+
+_ALIASES = {
+    "diffgrad": (gdtx.diffgrad, gdtx.scale_by_diffgrad),
+    "radam": (gdtx.radam, gdtx.scale_by_radam),
+    "adagrad_norm": (gdtx.adagrad_norm, gdtx.scale_by_adagrad_norm),
+}
+
+
+@pytest.mark.parametrize("name", list(_ALIASES))
+def test_integer_params_are_refused_at_init(name):
+    alias, direction = _ALIASES[name]
+    params = {"w": jnp.ones(3), "steps": jnp.arange(3)}
+    for tx, owner in ((alias(0.1), f"gdtx.{name}"), (direction(), f"gdtx.scale_by_{name}")):
+        with pytest.raises(TypeError, match=re.escape(owner) + r" .*\['steps'\].*int32"):
+            tx.init(params)
+    with pytest.raises(TypeError, match=r"gdtx\.rectify .*\['steps'\]"):
+        gdtx.rectify(optax.scale_by_adam()).init(params)
+
+
+@pytest.mark.parametrize("name", list(_ALIASES))
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"learning_rate": None}, TypeError, r"`learning_rate` must be a real number or a sch"),
+        ({"learning_rate": "0.1"}, TypeError, r"`learning_rate` must be a real number"),
+        ({"learning_rate": float("inf")}, ValueError, r"`learning_rate` must be finite"),
+        ({"learning_rate": True}, TypeError, r"`learning_rate` must be a real number"),
+        ({"eps": np.array([1e-8, -1.0])}, ValueError, r"`eps` must be >= 0"),
+        ({"eps": "1e-8"}, TypeError, r"`eps` must be a real number"),
+    ],
+)
+def test_hyperparameters_are_real_numbers(name, kwargs, error, pattern):
+    alias, _ = _ALIASES[name]
+    with pytest.raises(error, match=rf"gdtx\.{name}: " + pattern):
+        alias(**{"learning_rate": 0.1, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("threshold", "error"), [("5", TypeError), (True, TypeError), (np.inf, ValueError)]
+)
+def test_threshold_is_a_finite_real_number(threshold, error):
+    for factory, owner in ((gdtx.radam, "gdtx.radam"), (gdtx.rectify, "gdtx.rectify")):
+        first = 0.1 if factory is gdtx.radam else optax.scale_by_adam()
+        with pytest.raises(error, match=rf"{re.escape(owner)}: `threshold` must be"):
+            factory(first, threshold=threshold)
+
+
+@pytest.mark.parametrize("name", list(_ALIASES))
+def test_update_without_params_at_zero_weight_decay(name):
+    alias, _ = _ALIASES[name]
+    grads = {"w": jnp.array([1.0, -2.0])}
+    tx = alias(0.1)
+    without, _ = tx.update(grads, tx.init(grads))
+    with_params, _ = tx.update(grads, tx.init(grads), grads)
+    np.testing.assert_array_equal(without["w"], with_params["w"])
+
+
+@pytest.mark.parametrize(
+    ("tx", "owner", "expected"),
+    [
+        (gdtx.radam(0.1), "gdtx.radam", "RectifyState"),
+        (gdtx.diffgrad(0.1), "gdtx.diffgrad", "ScaleByDiffGradState"),
+        (gdtx.adagrad_norm(0.1), "gdtx.adagrad_norm", "ScaleByAdagradNormState"),
+        (gdtx.rectify(gdtx.scale_by_belief()), "gdtx.rectify", "RectifyState"),
+    ],
+    ids=["radam", "diffgrad", "adagrad_norm", "rectify"],
+)
+def test_a_state_of_another_optimizer_names_the_transformation(tx, owner, expected):
+    # The issue's case: a pickled AdaBelief state restored into radam.
+    params = jnp.ones(3)
+    state = gdtx.adabelief(0.1).init(params)  # (belief, decay, learning rate)
+    if owner == "gdtx.rectify":
+        state = state[0]
+    elif owner == "gdtx.adagrad_norm":
+        state = (state[0], state[2])  # adagrad_norm's chain has no decay
+    with pytest.raises(
+        TypeError,
+        match=rf"{re.escape(owner)}: `state` is a ScaleByBeliefState, expected a {expected}; "
+        r"was it initialised by another optimizer",
+    ):
+        tx.update(params, state, params)
+
+
+def test_radam_inner_state_of_another_optimizer_is_named_too():
+    params = jnp.ones(3)
+    state = gdtx.scale_by_radam().init(params)
+    wrong = state._replace(inner_state=gdtx.scale_by_belief().init(params))
+    with pytest.raises(TypeError, match=r"gdtx\.scale_by_radam: `state` is a ScaleByBeliefState"):
+        gdtx.scale_by_radam().update(params, wrong)
+
+
+@pytest.mark.parametrize("knob", [jnp.bfloat16, jnp.float32])
+def test_diffgrad_prev_grad_follows_its_dtype_knob(knob):
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    tx = gdtx.diffgrad(0.1, prev_grad_dtype=knob)
+    state = tx.init(params)
+    assert state[0].prev_grad["w"].dtype == knob
+    updates, state = jax.jit(tx.update)(params, state, params)
+    assert state[0].prev_grad["w"].dtype == knob
+    assert state[0].mu["w"].dtype == jnp.float32  # the other knobs are independent
+    assert updates["w"].dtype == jnp.float32
+    with pytest.raises(ValueError, match=r"gdtx\.diffgrad: `prev_grad_dtype` must be None or a"):
+        gdtx.diffgrad(0.1, prev_grad_dtype="int8")
+
+
+def test_diffgrad_prev_grad_in_bfloat16_rounds_only_the_friction():
+    # With prev_grad in bfloat16 the friction compares with the rounded previous
+    # gradient: the steps differ from float32 ones by the rounding of g only.
+    rng = np.random.default_rng(0)
+    grads = [jnp.asarray(rng.normal(size=5), jnp.float32) for _ in range(10)]
+    exact, _ = _run_directions(gdtx.scale_by_diffgrad(), grads)
+    rounded, _ = _run_directions(gdtx.scale_by_diffgrad(prev_grad_dtype=jnp.bfloat16), grads)
+    for a, b in zip(exact, rounded, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-2)
+
+
+def test_complex_phase_dtypes_must_be_complex():
+    params = {"z": jnp.ones(2, jnp.complex64)}
+    for tx, owner, knob in (
+        (gdtx.diffgrad(0.1, mu_dtype=jnp.float32), "gdtx.diffgrad", "mu_dtype"),
+        (gdtx.diffgrad(0.1, prev_grad_dtype=jnp.bfloat16), "gdtx.diffgrad", "prev_grad_dtype"),
+        (gdtx.radam(0.1, mu_dtype=jnp.float32), "gdtx.radam", "mu_dtype"),
+    ):
+        with pytest.raises(TypeError, match=rf"{re.escape(owner)}: `{knob}=\w+` is real.*\['z'\]"):
+            tx.init(params)
+
+
+def test_diffgrad_friction_on_complex_uses_the_modulus():
+    # First step: g_0 = 0, so the friction is sigmoid(|g_1|), and the step keeps g's phase.
+    with jax.enable_x64(True):
+        g = jnp.array([3 + 4j, 1e-8j])
+        updates, _ = gdtx.scale_by_diffgrad(eps=0.0).update(g, gdtx.scale_by_diffgrad().init(g))
+        friction = 1 / (1 + np.exp(-np.abs(np.asarray(g))))
+        np.testing.assert_allclose(updates, friction * np.asarray(g) / np.abs(g), rtol=1e-12)
+
+
+def test_adagrad_norm_compares_gradients_with_params():
+    # AdaGrad-Norm keeps no params-shaped state: a (1,) gradient must not broadcast.
+    params = {"w": jnp.ones(4)}
+    tx = gdtx.adagrad_norm(0.1)
+    with pytest.raises(ValueError, match=r"gdtx\.adagrad_norm: the update at \['w'\]"):
+        tx.update({"w": jnp.ones(1)}, tx.init(params), params)
+    with pytest.raises(ValueError, match=r"gdtx\.adagrad_norm: the updates tree"):
+        tx.update({"v": jnp.ones(4)}, tx.init(params), params)
+
+
+def test_adagrad_norm_on_complex_uses_the_modulus():
+    with jax.enable_x64(True):
+        g = jnp.array([3 + 4j, 0j])
+        tx = gdtx.scale_by_adagrad_norm()
+        updates, state = tx.update(g, tx.init(g))
+        assert state.sum_of_squares.dtype == jnp.float64
+        np.testing.assert_allclose(float(state.sum_of_squares), 25.0)
+        np.testing.assert_allclose(updates, np.asarray(g) / 5.0)
+
+
+@pytest.mark.parametrize("name", list(_ALIASES))
+def test_python_number_leaves_work(name):
+    alias, _ = _ALIASES[name]
+    tx = alias(0.1)
+    params = {"a": 1.0, "b": jnp.ones(1)}
+    updates, _ = tx.update({"a": 0.5, "b": jnp.full(1, 0.5)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["a"], updates["b"][0], rtol=1e-6)

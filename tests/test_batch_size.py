@@ -379,3 +379,73 @@ def test_digits_batch_grows_with_adagrad_and_the_augmented_test(tiny_digits):
     b = history.batch_sizes
     assert b[0] == 8 and b[-1] >= 128 and len(set(b.tolist())) >= 4, b
     assert float(td.accuracy(params, tiny_digits.x_test, tiny_digits.y_test)) > 0.85
+
+
+# --- issue 14: the loop's arguments are checked in its own name; complex gradients -------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"eta": -1}, ValueError, r"`eta` must be > 0, got -1"),
+        ({"eta": "0.1"}, TypeError, r"`eta` must be a real number"),
+        ({"theta": 0.0}, ValueError, r"`theta` must be > 0"),
+        ({"nu": -1.0}, ValueError, r"`nu` must be > 0"),
+        ({"nu": None}, TypeError, r"`nu` must be a real number"),
+        ({"num_steps": 2.0}, TypeError, r"`num_steps` must be an integer"),
+        ({"initial_batch_size": 1}, ValueError, r"`initial_batch_size` must be an integer >= 2"),
+        ({"initial_batch_size": 4.0}, TypeError, r"`initial_batch_size` must be an integer"),
+        ({"max_batch_size": 32.0}, TypeError, r"`max_batch_size` must be an integer"),
+        ({"seed": 1.5}, TypeError, r"`seed` must be an integer"),
+        ({"blockwise": "yes"}, TypeError, r"`blockwise` must be a bool"),
+        ({"batch_sizes": (4, 8.0, 32)}, TypeError, r"`batch_sizes` must be an integer"),
+    ],
+)
+def test_loop_arguments_are_checked_in_its_own_name(kwargs, error, pattern):
+    # Before, `eta=-1` was caught inside the jitted step and blamed gdtx.norm_test.
+    y, loss = _least_squares(n=64)
+    arguments = {"num_steps": 1, "initial_batch_size": 4, "max_batch_size": 32, **kwargs}
+    with pytest.raises(error, match=r"gdtx\.train_with_adaptive_batches: " + pattern):
+        gdtx.train_with_adaptive_batches(loss, jnp.zeros(3), optax.sgd(0.1), y, **arguments)
+
+
+def test_loop_refuses_a_non_optimizer():
+    y, loss = _least_squares(n=64)
+    with pytest.raises(TypeError, match=r"gdtx\.train_with_adaptive_batches: `optimizer` must"):
+        gdtx.train_with_adaptive_batches(
+            loss, jnp.zeros(3), 0.1, y, num_steps=1, initial_batch_size=4, max_batch_size=32
+        )
+
+
+def test_tests_check_their_other_arguments():
+    grads = jnp.ones((4, 3))
+    with pytest.raises(TypeError, match=r"gdtx\.norm_test: `max_batch_size` must be an integer"):
+        gdtx.norm_test(grads, max_batch_size=100.0)
+    with pytest.raises(TypeError, match=r"gdtx\.augmented_inner_product_test: `theta` must be a"):
+        gdtx.augmented_inner_product_test(grads, theta="0.1")
+    with pytest.raises(ValueError, match=r"gdtx\.allowed_batch_sizes: need 2 <="):
+        gdtx.allowed_batch_sizes(8, 4)
+    with pytest.raises(TypeError, match=r"gdtx\.allowed_batch_sizes: `initial_batch_size` must"):
+        gdtx.allowed_batch_sizes(2.5, 8)
+    # nu = inf is documented: it disables the orthogonality part.
+    assert bool(gdtx.augmented_inner_product_test(grads, nu=np.inf).passed)
+
+
+@pytest.mark.parametrize("blockwise", [False, True])
+def test_complex_gradients_are_their_real_and_imaginary_parts(blockwise):
+    # A complex gradient is a vector of R^{2n}: the statistics of z equal those of
+    # (Re z, Im z) side by side (with z * z they came out complex and wrong).
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(5, 4)) + 1j * rng.normal(size=(5, 4))
+    w = rng.normal(size=(5, 2))
+    with jax.enable_x64(True):
+        ours = gdtx.batch_gradient_statistics(
+            {"z": jnp.asarray(z), "w": jnp.asarray(w)}, blockwise=blockwise
+        )
+        real = gdtx.batch_gradient_statistics(
+            {"z": jnp.asarray(np.concatenate([z.real, z.imag], axis=1)), "w": jnp.asarray(w)},
+            blockwise=blockwise,
+        )
+        for a, b in zip(ours, real, strict=True):
+            assert not jnp.iscomplexobj(a)
+            np.testing.assert_allclose(a, b, rtol=1e-12)

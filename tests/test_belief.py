@@ -126,7 +126,7 @@ def test_state_names_follow_optax():
 def test_mismatched_gradient_shapes_are_reported():
     tx = gdtx.adabelief(1e-3)
     params = {"w": jnp.ones(3)}
-    with pytest.raises(ValueError, match=r"gdtx\.scale_by_belief: updates at \['w'\] has shape"):
+    with pytest.raises(ValueError, match=r"gdtx\.adabelief: updates at \['w'\] has shape"):
         tx.update({"w": jnp.ones(4)}, tx.init(params), params)
 
 
@@ -217,3 +217,107 @@ def test_compiled_step_copies_no_state(kwargs):
     entry = compiled.as_text().split("\nENTRY")[1]
     assert not re.search(r"= f32\[4096\]\S* copy\(", entry)
     assert compiled.memory_analysis().temp_size_in_bytes < 4096
+
+
+# --- issue 14: parameters, hyperparameter types, states, complex dtypes -----------------
+
+
+@pytest.mark.parametrize(
+    ("factory", "owner"),
+    [
+        (gdtx.scale_by_belief, "gdtx.scale_by_belief"),
+        (lambda: gdtx.adabelief(0.1), "gdtx.adabelief"),
+    ],
+    ids=["scale_by_belief", "adabelief"],
+)
+def test_integer_params_are_refused_at_init(factory, owner):
+    params = {"w": jnp.ones(3), "steps": jnp.arange(3)}
+    with pytest.raises(TypeError, match=re.escape(owner) + r".*\['steps'\].*int32"):
+        factory().init(params)
+
+
+def test_a_real_mu_dtype_is_refused_for_complex_params():
+    # A float32 first moment would drop the imaginary part of every gradient.
+    params = {"z": jnp.ones(2, jnp.complex64)}
+    with pytest.raises(TypeError, match=r"gdtx\.adabelief: `mu_dtype=float32` is real.*\['z'\]"):
+        gdtx.adabelief(0.1, mu_dtype=jnp.float32).init(params)
+    # A real belief is fine: it is a magnitude (and halves the state).
+    tx = gdtx.adabelief(0.1, nu_dtype=jnp.float32)
+    state = tx.init(params)
+    updates, state = tx.update(params, state, params)
+    assert optax.tree.get(state, "nu")["z"].dtype == jnp.float32
+    assert updates["z"].dtype == jnp.complex64
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"learning_rate": None}, TypeError, r"`learning_rate` must be a real number or a sch"),
+        ({"learning_rate": "0.1"}, TypeError, r"`learning_rate` must be a real number"),
+        ({"learning_rate": float("inf")}, ValueError, r"`learning_rate` must be finite"),
+        ({"b1": True}, TypeError, r"`b1` must be a real number, got True"),
+        ({"b1": "0.5"}, TypeError, r"`b1` must be a real number"),
+        ({"b2": np.array([0.9, 1.5])}, ValueError, r"`b2` must be in \[0, 1\)"),
+        ({"eps_root": float("inf")}, ValueError, r"`eps_root` must be finite"),
+        ({"weight_decay": None}, TypeError, r"`weight_decay` must be a real number"),
+        ({"eps": 1j}, TypeError, r"`eps` must be a real number"),
+    ],
+)
+def test_hyperparameters_are_real_numbers(kwargs, error, pattern):
+    arguments = {"learning_rate": 0.1, **kwargs}
+    with pytest.raises(error, match=r"gdtx\.adabelief: " + pattern):
+        gdtx.adabelief(**arguments)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"rectify": True}, {"amsgrad": True}, {"nesterov": True}, {"weight_decay_mode": "l2"}],
+    ids=str,
+)
+def test_update_without_params_at_zero_weight_decay(kwargs):
+    # As optax.adabelief(lr).update(g, state): no params are needed when nothing decays.
+    grads = {"w": jnp.array([1.0, -2.0])}
+    tx = gdtx.adabelief(0.1, **kwargs)
+    without, _ = tx.update(grads, tx.init(grads))
+    with_params, _ = tx.update(grads, tx.init(grads), grads)
+    np.testing.assert_array_equal(without["w"], with_params["w"])
+
+
+def test_a_state_of_another_optimizer_names_the_transformation():
+    # e.g. a pickled RAdam state restored into AdaBelief: not an AttributeError.
+    params = jnp.ones(3)
+    tx = gdtx.adabelief(0.1)
+    with pytest.raises(
+        TypeError,
+        match=r"gdtx\.adabelief: `state` is a RectifyState, expected a "
+        r"ScaleByBeliefState; was it initialised by another optimizer",
+    ):
+        tx.update(params, gdtx.radam(0.1).init(params), params)
+
+
+@pytest.mark.parametrize("dtype", [jnp.complex64, jnp.complex128])
+@pytest.mark.parametrize("kwargs", [{}, {"amsgrad": True}, {"rectify": True}], ids=str)
+def test_complex_state_keeps_its_dtypes(dtype, kwargs):
+    with jax.enable_x64(dtype == jnp.complex128):
+        params = jnp.array([1 + 1j, -2 + 0.5j], dtype)
+        tx = gdtx.scale_by_belief(**kwargs)
+        state = tx.init(params)
+        for _ in range(3):
+            updates, new_state = jax.jit(tx.update)(params, state)
+            assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(
+                lambda x: x.dtype, state
+            )
+            state = new_state
+        assert updates.dtype == dtype
+        # nu (and nu_max) are real-valued: a zero imaginary part, a positive real one.
+        for nu in (state.nu, state.nu_max) if kwargs.get("amsgrad") else (state.nu,):
+            assert np.all(np.imag(np.asarray(nu)) == 0) and np.all(np.real(np.asarray(nu)) > 0)
+
+
+def test_python_number_leaves_work():
+    # optax.adabelief accepts a Python float leaf; gdtx's leaf function cast it with
+    # `.astype` and raised an AttributeError.
+    tx = gdtx.adabelief(0.1)
+    params = {"a": 1.0, "b": jnp.ones(2)}
+    updates, _ = tx.update({"a": 0.5, "b": jnp.ones(2)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["a"], updates["b"][0])

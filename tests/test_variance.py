@@ -15,6 +15,8 @@ a correct M-SVAG / SVAG must show whatever the reference does:
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -329,12 +331,157 @@ def test_m_ssd_is_signum(rng, kwargs):
     np.testing.assert_array_equal(pa["w"], pb["w"])
 
 
+# --- issue 14: complex parameters, integer parameters, types, states, masking ----------
+
+
+def test_msvag_on_complex_uses_the_squared_modulus():
+    # A constant complex gradient has no variance: gamma = 1 and the step is g itself
+    # (with g * g in place of |g|^2, gamma came out complex and the step turned).
+    with jax.enable_x64(True):
+        g = jnp.array([1 + 1j, -2 + 0.5j, 0.3 - 3j])
+        tx = gdtx.scale_by_msvag()
+        state = tx.init(g)
+        for _ in range(3):
+            updates, state = tx.update(g, state)
+        np.testing.assert_allclose(updates, g, rtol=1e-9)
+        gamma = gdtx.msvag_gamma(state)
+        assert gamma.dtype == jnp.float64
+        np.testing.assert_allclose(gamma, 1.0, rtol=1e-9)
+        assert np.all(np.imag(np.asarray(state.nu)) == 0)
+
+
+def test_svag_on_complex_is_the_real_factor_times_g():
+    with jax.enable_x64(True):
+        g = jnp.array([3 + 4j, 1j, 0j])
+        var = jnp.array([25.0, 1.0, 0.0])
+        updates, _ = gdtx.scale_by_svag().update(g, gdtx.scale_by_svag().init(g), grad_variance=var)
+        np.testing.assert_allclose(updates, [0.5 * (3 + 4j), 0.5j, 0], rtol=1e-12)
+
+
+def test_batch_mean_and_variance_of_complex_gradients_is_real():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 3)) + 1j * rng.normal(size=(6, 3))
+    with jax.enable_x64(True):
+        mean, var = gdtx.batch_mean_and_variance({"z": jnp.asarray(x)})
+        var = np.asarray(var["z"])
+        np.testing.assert_allclose(mean["z"], x.mean(axis=0), rtol=1e-12)
+    assert var.dtype == np.float64
+    expected = np.sum(np.abs(x - x.mean(axis=0)) ** 2, axis=0) / (6 * 5)
+    np.testing.assert_allclose(var, expected, rtol=1e-12)
+
+
+def test_m_ssd_refuses_complex_params_at_init():
+    params = {"w": jnp.ones(2), "z": jnp.ones(2, jnp.complex64)}
+    with pytest.raises(TypeError, match=r"gdtx\.m_ssd does not support complex .*\['z'\]"):
+        gdtx.m_ssd(0.1).init(params)
+
+
 @pytest.mark.parametrize(
-    ("tx", "extra"),
-    [(gdtx.scale_by_msvag(), {}), (gdtx.scale_by_svag(), {"grad_variance": jnp.ones(2)})],
-    ids=["msvag", "svag"],
+    ("factory", "owner"),
+    [
+        (lambda: gdtx.msvag(0.1), "gdtx.msvag"),
+        (gdtx.scale_by_msvag, "gdtx.scale_by_msvag"),
+        (lambda: gdtx.svag(0.1), "gdtx.svag"),
+        (gdtx.scale_by_svag, "gdtx.scale_by_svag"),
+        (lambda: gdtx.m_ssd(0.1), "gdtx.m_ssd"),
+    ],
+    ids=["msvag", "scale_by_msvag", "svag", "scale_by_svag", "m_ssd"],
 )
-def test_complex_parameters_are_refused(tx, extra):
-    g = jnp.ones(2, jnp.complex64)
-    with pytest.raises(TypeError, match="supports real parameters only, got a complex64 leaf"):
-        tx.update(g, tx.init(g), **extra)
+def test_integer_params_are_refused_at_init(factory, owner):
+    with pytest.raises(TypeError, match=re.escape(owner) + r" .*\['n'\].*int32"):
+        factory().init({"w": jnp.ones(2), "n": jnp.arange(2)})
+
+
+@pytest.mark.parametrize("alias", [gdtx.msvag, gdtx.svag, gdtx.m_ssd], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"learning_rate": None}, TypeError, r"`learning_rate` must be a real number or a sch"),
+        ({"learning_rate": "0.1"}, TypeError, r"`learning_rate` must be a real number"),
+        ({"learning_rate": -np.inf}, ValueError, r"`learning_rate` must be >= 0"),
+        ({"weight_decay": None}, TypeError, r"`weight_decay` must be a real number"),
+        ({"weight_decay": np.array([0.1, -1.0])}, ValueError, r"`weight_decay` must be >= 0"),
+    ],
+)
+def test_hyperparameters_are_real_numbers(alias, kwargs, error, pattern):
+    with pytest.raises(error, match=rf"gdtx\.{alias.__name__}: " + pattern):
+        alias(**{"learning_rate": 0.1, **kwargs})
+
+
+@pytest.mark.parametrize("beta", [True, "0.9", np.array([0.5, 1.0])])
+def test_beta_is_a_real_number_in_range(beta):
+    error = ValueError if isinstance(beta, np.ndarray) else TypeError
+    for alias in (gdtx.msvag, gdtx.m_ssd):
+        with pytest.raises(error, match=rf"gdtx\.{alias.__name__}: `beta` must be"):
+            alias(0.1, beta=beta)
+
+
+@pytest.mark.parametrize("alias", [gdtx.msvag, gdtx.svag, gdtx.m_ssd], ids=lambda f: f.__name__)
+def test_update_without_params_at_zero_weight_decay(alias):
+    grads = {"w": jnp.array([1.0, -2.0])}
+    extra = {"grad_variance": {"w": jnp.ones(2)}} if alias is gdtx.svag else {}
+    tx = alias(0.1)
+    without, _ = tx.update(grads, tx.init(grads), **extra)
+    with_params, _ = tx.update(grads, tx.init(grads), grads, **extra)
+    np.testing.assert_array_equal(without["w"], with_params["w"])
+
+
+def test_a_state_of_another_optimizer_names_the_transformation():
+    params = jnp.ones(3)
+    belief = gdtx.adabelief(0.1).init(params)
+    with pytest.raises(
+        TypeError, match=r"gdtx\.msvag: `state` is a ScaleByBeliefState, expected a "
+    ):
+        gdtx.msvag(0.1).update(params, belief, params)
+    with pytest.raises(TypeError, match=r"gdtx\.svag: `state` is a ScaleByBeliefState"):
+        gdtx.svag(0.1).update(params, belief, params, grad_variance=params)
+
+
+def test_svag_compares_gradients_with_params():
+    # SVAG keeps no params-shaped state: a (1,) gradient must not broadcast onto (4,).
+    params = {"w": jnp.ones(4)}
+    tx = gdtx.svag(0.1)
+    with pytest.raises(ValueError, match=r"gdtx\.svag: the update at \['w'\]"):
+        tx.update({"w": jnp.ones(1)}, tx.init(params), params, grad_variance={"w": jnp.ones(1)})
+
+
+@pytest.mark.parametrize("mask_compatible_extra_args", [False, True])
+def test_svag_can_be_masked(mask_compatible_extra_args):
+    # optax.masked hands extra arguments through unmasked by default: grad_variance
+    # for the whole tree is accepted, its masked-out entries dropped.
+    params = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([3.0, 4.0, 5.0])}
+    grads = {"a": jnp.array([0.5, -1.0]), "b": jnp.array([1.0, 2.0, 3.0])}
+    var = {"a": jnp.array([0.25, 1.0]), "b": jnp.ones(3)}
+    masked = optax.masked(
+        gdtx.svag(0.1),
+        {"a": True, "b": False},
+        mask_compatible_extra_args=mask_compatible_extra_args,
+    )
+    updates, _ = masked.update(grads, masked.init(params), params, grad_variance=var)
+    plain = gdtx.svag(0.1)
+    expected, _ = plain.update(
+        {"a": grads["a"]},
+        plain.init({"a": params["a"]}),
+        {"a": params["a"]},
+        grad_variance={"a": var["a"]},
+    )
+    np.testing.assert_array_equal(updates["a"], expected["a"])
+    np.testing.assert_array_equal(updates["b"], grads["b"])  # passed through
+
+
+def test_svag_grad_variance_of_another_tree_says_how_to_fix_it():
+    params = {"a": jnp.ones(2)}
+    tx = gdtx.svag(0.1)
+    with pytest.raises(ValueError, match=r"`grad_variance` must be shaped like the gradients"):
+        tx.update(params, tx.init(params), params, grad_variance={"c": jnp.ones(2)})
+
+
+def test_python_number_leaves_work():
+    params = {"a": 1.0, "b": jnp.ones(1)}
+    grads = {"a": 0.5, "b": jnp.full(1, 0.5)}
+    for tx, extra in (
+        (gdtx.msvag(0.1), {}),
+        (gdtx.svag(0.1), {"grad_variance": {"a": 0.1, "b": jnp.full(1, 0.1)}}),
+    ):
+        updates, _ = tx.update(grads, tx.init(params), params, **extra)
+        np.testing.assert_allclose(updates["a"], updates["b"][0], rtol=1e-6)

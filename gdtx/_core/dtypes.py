@@ -81,3 +81,20 @@ def check_phase_dtype(owner: str, name: str, params: Any, dtype: Any) -> None:
                 f"imaginary part of the gradient. Use a complex dtype (e.g. "
                 f"`{name}=jnp.complex64`) or None (the parameter's dtype)."
             )
+
+
+def checking_phase_dtypes(
+    tx: optax.GradientTransformation, owner: str, **knobs: Any
+) -> optax.GradientTransformationExtraArgs:
+    """``tx`` whose ``init`` first runs :func:`check_phase_dtype` for each knob, as ``owner``.
+
+    For aliases, so that the message names the function the user called;
+    ``update`` is ``tx.update`` itself (declared extra arguments stay visible).
+    """
+
+    def init_fn(params):
+        for name, dtype in knobs.items():
+            check_phase_dtype(owner, name, params, canonical_dtype(dtype))
+        return tx.init(params)
+
+    return optax.GradientTransformationExtraArgs(init_fn, tx.update)

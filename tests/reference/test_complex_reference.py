@@ -241,3 +241,36 @@ def test_complex_results_are_the_real_ones_on_the_real_axis():
             p_real, p_cplx = p_real + u_r, p_cplx + u_c
         np.testing.assert_allclose(np.real(p_cplx), p_real, rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(np.imag(p_cplx), 0)
+
+
+def _supporting_rows():
+    from tests.registry import adaptive, belief, variance
+
+    rows = [c for m in (belief, adaptive, variance) for c in m.CASES if c.supports_complex]
+    return [pytest.param(c, id=c.name) for c in rows]
+
+
+@pytest.mark.parametrize("case", _supporting_rows())
+def test_complex_parabola_converges_for_each_supporting_row(case):
+    # The battery runs this too (tests/test_battery.py); here it is the family's own
+    # check, independent of the battery's harness: a real loss of a complex
+    # parameter with a complex minimiser, gradients conjugated as optax does.
+    target = {"z": jnp.array([1 - 1j, -0.5 + 2j, 3j], jnp.complex64), "w": jnp.array([0.5, -1.0])}
+
+    def loss(p):
+        return sum(jnp.sum(jnp.abs(p[k] - target[k]) ** 2) for k in p)
+
+    tx = case.make()
+    params = {"z": jnp.zeros(3, jnp.complex64), "w": jnp.zeros(2)}
+
+    def step(carry, _):
+        p, state = carry
+        g = jax.tree.map(jnp.conj, jax.grad(loss)(p))
+        updates, state = tx.update(g, state, p, **case.extra_args(loss, p, g))
+        return (optax.apply_updates(p, updates), state), None
+
+    run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=3000)[0][0])
+    final = run(params)
+    assert final["z"].dtype == jnp.complex64
+    np.testing.assert_allclose(final["z"], target["z"], atol=3e-2)
+    np.testing.assert_allclose(final["w"], target["w"], atol=3e-2)
