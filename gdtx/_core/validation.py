@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gdtx._core import extra_args
+
 
 def _describe(value: Any) -> str:
     return f"{value!r} (a {type(value).__name__})"
@@ -263,16 +265,24 @@ def check_params(owner: str, params: Any, *, allow_complex: bool, what: str = "p
 def checking_params(
     tx: optax.GradientTransformation, owner: str, *, allow_complex: bool
 ) -> optax.GradientTransformationExtraArgs:
-    """``tx`` whose ``init`` first runs :func:`check_params` with ``owner``.
+    """``tx`` whose ``init`` and ``update`` first check their inputs in ``owner``'s name.
 
-    ``update`` is ``tx.update`` itself, so declared extra arguments stay visible.
+    ``init`` runs :func:`check_params`; ``update`` runs :func:`check_like_params`
+    (when params are given), so a wrong tree or shape is reported with the name
+    of the alias the user called rather than of an element inside its chain.
+    The declared extra arguments of ``tx`` stay visible. Trace-time checks only.
     """
 
     def init_fn(params):
         check_params(owner, params, allow_complex=allow_complex)
         return tx.init(params)
 
-    return optax.GradientTransformationExtraArgs(init_fn, tx.update)
+    def update_fn(updates, state, params=None, **extra):
+        check_like_params(owner, updates, params)
+        return tx.update(updates, state, params, **extra)
+
+    checked = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return extra_args.declare(checked, extra_args.required_extra_args(tx))
 
 
 def check_like_state(owner: str, updates: Any, reference: Any, what: str = "updates") -> None:

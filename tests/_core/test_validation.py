@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from gdtx._core import validation
+from gdtx._core import extra_args, validation
 
 
 @pytest.mark.parametrize(
@@ -198,13 +198,18 @@ def test_check_params_refuses_integer_and_unsupported_complex_leaves():
     validation.check_params("owner", {}, allow_complex=False)
 
 
-def test_checking_params_checks_at_init_and_keeps_update():
-    inner = optax.scale_by_adam()
+def test_checking_params_checks_in_the_owners_name_and_keeps_declarations():
+    inner = extra_args.declare(optax.scale_by_adam(), ["value"])
     tx = validation.checking_params(inner, "owner", allow_complex=False)
-    assert tx.update is inner.update  # declared extra arguments are keyed by update
-    tx.init({"w": jnp.zeros(2)})
+    assert extra_args.required_extra_args(tx) == {"value"}
+    params = {"w": jnp.zeros(4)}
+    state = tx.init(params)
     with pytest.raises(TypeError, match=r"owner does not support complex parameters"):
         tx.init({"w": jnp.zeros(2, jnp.complex64)})
+    with pytest.raises(ValueError, match=r"owner: the update at \['w'\] has shape \(1,\)"):
+        tx.update({"w": jnp.ones(1)}, state, params, value=1.0)
+    updates, _ = tx.update({"w": jnp.ones(4)}, state, params, value=1.0)
+    assert updates["w"].shape == (4,)
 
 
 def test_check_like_params_refuses_a_gradient_that_would_broadcast():
