@@ -199,7 +199,7 @@ def test_check_params_refuses_integer_and_unsupported_complex_leaves():
 
 
 def test_checking_params_checks_in_the_owners_name_and_keeps_declarations():
-    inner = extra_args.declare(optax.scale_by_adam(), ["value"])
+    inner = extra_args.declare(optax.with_extra_args_support(optax.scale_by_adam()), ["value"])
     tx = validation.checking_params(inner, "owner", allow_complex=False)
     assert extra_args.required_extra_args(tx) == {"value"}
     params = {"w": jnp.zeros(4)}
