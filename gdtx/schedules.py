@@ -396,7 +396,7 @@ def refined_multipliers(
 
     Args:
       grad_norms: the recorded norms, 1-D, at least 2 entries, each finite and
-        > 0 (a zero norm would be an infinite weight).
+        positive (a zero norm would be an infinite weight).
       smoothing: the median filter's width as a fraction of the recorded length
         (or of ``resolution``), in [0, 1]; 0 means no smoothing.
       norm: ``"l2"`` (weights ``Ĝ^-2``, for SGD, the paper's Algorithm 1) or
@@ -511,8 +511,8 @@ def refined(
 
     References:
       Defazio, Cutkosky, Mehta and Mishchenko, `When, Why and How Much? Adaptive
-      Learning Rate Scheduling by Refinement <https://arxiv.org/abs/2310.07831>`_,
-      2023. Official code: `facebookresearch/adaptive_scheduling
+      Learning Rate Scheduling by Refinement <https://arxiv.org/abs/2310.07831>`_
+      (2023). Official code: `facebookresearch/adaptive_scheduling
       <https://github.com/facebookresearch/adaptive_scheduling>`_ (CC BY-NC 4.0;
       gdtx re-implements from the mathematics).
     """
