@@ -27,6 +27,7 @@ in float32 (see :func:`scale_by_mfac`).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, NamedTuple
@@ -176,6 +177,7 @@ def _set_row_and_column(gram, row, slot):
 _CHOLESKY_RETRIES = 3
 
 
+@jax.custom_jvp
 def _robust_cholesky(matrix):
     """Cholesky factor of an SPD ``matrix``, with a jitter only where it is needed.
 
@@ -186,8 +188,12 @@ def _robust_cholesky(matrix):
     that amount added to the diagonal (and ten times more on each further
     retry, at most three): the directions it changes are the ones float32 cannot
     resolve anyway, and the step stays finite and bounded. A well-conditioned
-    window never takes the retry. The retries are a fixed number of ``lax.cond``
-    (not a ``while_loop``), so the step can be differentiated in reverse mode.
+    window never takes the retry.
+
+    The retries are a fixed number of ``lax.cond`` (not a ``while_loop``), and the
+    derivative is the Cholesky one taken at the factor that was kept
+    (``dL = L Phi(L^{-1} dA L^{-T})``), so ``jax.grad`` goes through a step,
+    retried or not, without the NaN of a failed attempt leaking into it.
     """
     m = matrix.shape[0]
     eye = jnp.eye(m, dtype=matrix.dtype)
@@ -202,6 +208,16 @@ def _robust_cholesky(matrix):
             factor,
         )
     return factor
+
+
+@_robust_cholesky.defjvp
+def _robust_cholesky_jvp(primals, tangents):
+    (matrix,), (tangent,) = primals, tangents
+    factor = _robust_cholesky(matrix)
+    solve = functools.partial(jax.scipy.linalg.solve_triangular, factor, lower=True)
+    inner = solve(solve(tangent).T).T  # L^{-1} dA L^{-T} (symmetric)
+    phi = jnp.tril(inner) - 0.5 * jnp.diag(jnp.diagonal(inner))
+    return factor, factor @ phi
 
 
 # One compiled program: an eager (un-jitted) update then costs one dispatch, and

@@ -23,6 +23,7 @@ momentum, decoupled decay).
 
 from __future__ import annotations
 
+import math
 import re
 
 import jax
@@ -520,6 +521,159 @@ def test_sharded_state_gives_the_unsharded_update(rng, axis_type, window):
 
 def _padded(spec, n):
     return tuple(spec) + (None,) * (n - len(tuple(spec)))
+
+
+_FACTORIES = {
+    "scale_by_mfac": lambda: gdtx.scale_by_mfac(4, 1.0),
+    "mfac": lambda: gdtx.mfac(0.1, 4, 1.0, momentum=0.5, weight_decay=1e-3),
+}
+
+
+@pytest.mark.parametrize("name", list(_FACTORIES))
+def test_empty_subtrees(name):
+    # Issue 14: "at least one array or dtype is required" at init.
+    tx = _FACTORIES[name]()
+    state = tx.init({})
+    for update in (tx.update, jax.jit(tx.update)):
+        updates, new_state = update({}, state, {})
+        assert updates == {}
+        assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+    grads = {"w": jnp.full(3, 0.5), "b": jnp.full(2, -0.5)}
+    masked = optax.masked(tx, {"w": False, "b": False})
+    for update in (masked.update, jax.jit(masked.update)):
+        updates, _ = update(grads, masked.init(params), params)
+        assert all(np.array_equal(updates[k], grads[k]) for k in grads)
+    multi = optax.multi_transform({"a": tx, "b": optax.sgd(1.0)}, {"w": "b", "b": "b"})
+    updates, _ = jax.jit(multi.update)(grads, multi.init(params), params)
+    assert all(np.array_equal(updates[k], -grads[k]) for k in grads)
+
+
+def test_tree_map_params_over_the_state():
+    # Issue 14: optax calls init with a placeholder that has no dtype.
+    params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(4)}
+    tx = gdtx.mfac(1e-3, 4, 1.0, momentum=0.9)
+    state = tx.init(params)
+    shapes = optax.tree_map_params(
+        tx, lambda x: x.shape, state, transform_non_params=lambda _: None
+    )
+    assert optax.tree.get(shapes, "grads") == {"w": (4, 3, 2), "b": (4, 4)}
+    assert optax.tree.get(shapes, "ema") == {"w": (3, 2), "b": (4,)}
+    assert optax.tree.get(shapes, "gram") is None
+    # The documented use: state specs from the param specs (a window gets its param's spec).
+    specs = {"w": P(None, "model"), "b": P("model")}
+    state_specs = optax.tree_map_params(
+        tx, lambda _, spec: spec, state, specs, transform_non_params=lambda _: P()
+    )
+    assert optax.tree.get(state_specs, "ema") == specs
+
+
+def _dense_direction(window, g, damping):
+    m, d = window.shape
+    return jnp.linalg.solve(damping * jnp.eye(d) + window.T @ window / m, g)
+
+
+def test_jax_grad_through_an_update():
+    # Issue 14: reverse mode failed on the Cholesky retry while_loop. With the
+    # fixed-trip retries it differentiates, and agrees with the dense solve.
+    m, d, damping = 3, 5, 0.1
+    rng = np.random.default_rng(2)
+    history, g = rng.standard_normal((m - 1, d)), rng.standard_normal(d)
+    with jax.enable_x64(True):
+        tx = gdtx.scale_by_mfac(m, damping, grads_dtype=jnp.float64)
+        state = tx.init(jnp.zeros(d))
+        for row in history:
+            _, state = tx.update(jnp.asarray(row), state)
+
+        def through_gdtx(x):
+            u, _ = tx.update(x, state)
+            return jnp.sum(jnp.sin(u))
+
+        def through_dense(x):
+            window = jnp.concatenate([jnp.asarray(history), x[None]])
+            return jnp.sum(jnp.sin(_dense_direction(window, x, damping)))
+
+        ours = jax.jit(jax.grad(through_gdtx))(jnp.asarray(g))
+        expected = jax.grad(through_dense)(jnp.asarray(g))
+        np.testing.assert_allclose(ours, expected, rtol=1e-9)
+    # The retry path (a singular float32 window) differentiates to finite numbers too.
+    tx = gdtx.scale_by_mfac(4, 1e-12)
+    state = tx.init(jnp.zeros(3))
+    for _ in range(4):
+        _, state = tx.update(jnp.array([1.0, 2.0, 3.0]), state)
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(tx.update(x, state)[0])))(jnp.array([1.0, 2.0, 3.0]))
+    assert np.all(np.isfinite(grad))
+
+
+def test_momentum_has_a_dtype_knob():
+    # Issue 14: the momentum ignored the dtype knobs (always the params' dtype).
+    params = {"w": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
+    grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.25, p.dtype), params)
+    for mu_dtype, expected in (
+        (None, {"w": jnp.bfloat16, "b": jnp.float32}),
+        ("float32", {"w": jnp.float32, "b": jnp.float32}),
+        (jnp.bfloat16, {"w": jnp.bfloat16, "b": jnp.bfloat16}),
+    ):
+        tx = gdtx.mfac(0.1, 4, 1.0, momentum=0.9, mu_dtype=mu_dtype)
+        state = tx.init(params)
+        updates, state = jax.jit(tx.update)(grads, state, params)
+        ema = optax.tree.get(state, "ema")
+        assert {k: v.dtype for k, v in ema.items()} == {
+            k: jnp.dtype(v) for k, v in expected.items()
+        }
+        assert {k: v.dtype for k, v in updates.items()} == {k: v.dtype for k, v in grads.items()}
+    # v = (1 - mu) u in float32 arithmetic: the float32 accumulator holds it exactly.
+    plain = gdtx.scale_by_mfac(4, 1.0)
+    u, _ = plain.update(grads, plain.init(params))
+    np.testing.assert_allclose(ema["b"], 0.1 * np.asarray(u["b"], np.float32), rtol=1e-2)
+    with pytest.raises(ValueError, match=r"gdtx\.mfac: `mu_dtype` must be None or a floating"):
+        gdtx.mfac(0.1, mu_dtype="int32")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"num_grads": 2.0}, TypeError, r"gdtx\.mfac: `num_grads` must be an integer, got 2\.0"),
+        ({"damping": "1e-5"}, TypeError, r"gdtx\.mfac: `damping` must be a real number"),
+        ({"damping": True}, TypeError, r"gdtx\.mfac: `damping` must be a real number"),
+        ({"damping": math.inf}, ValueError, r"gdtx\.mfac: `damping` must be finite, got inf"),
+        ({"momentum": None}, TypeError, r"gdtx\.mfac: `momentum` must be a real number"),
+        ({"max_window_bytes": "1e9"}, TypeError, r"`max_window_bytes` must be a real number"),
+    ],
+)
+def test_hyperparameter_types(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        gdtx.mfac(**{"learning_rate": 1e-3, **kwargs})
+
+
+def test_a_gradient_of_the_wrong_shape_is_refused_before_the_decay():
+    # Coupled decay g + wd p used to broadcast a (1,) gradient onto a (4,) param.
+    params = {"w": jnp.ones(4)}
+    tx = gdtx.mfac(0.1, 4, 1.0, weight_decay=1e-3)
+    with pytest.raises(ValueError, match=r"gdtx\.mfac: the update at \['w'\] has shape \(1,\)"):
+        tx.update({"w": jnp.ones(1)}, tx.init(params), params)
+
+
+def test_bfloat16_scalars_and_long_horizons():
+    # Beyond the issue: bf16 and scalar leaves, and the ring buffer after many laps.
+    params = {"s": jnp.asarray(1.5, jnp.bfloat16), "v": jnp.linspace(-1, 1, 5).astype(jnp.bfloat16)}
+    tx = gdtx.mfac(0.05, 4, 1.0, momentum=0.5)
+    state = tx.init(params)
+
+    def loss(p):
+        return sum(jnp.sum(x.astype(jnp.float32) ** 2) for x in jax.tree.leaves(p))
+
+    def step(carry, _):
+        p, s = carry
+        u, s = tx.update(jax.grad(loss)(p), s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (params, state), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=2001))(
+        (params, state)
+    )
+    assert jax.tree.map(lambda x: x.dtype, params) == {"s": jnp.bfloat16, "v": jnp.bfloat16}
+    assert float(loss(params)) < 1e-3
+    assert int(state[1][0].count) == 2001  # (decay, (M-FAC, momentum), learning rate)
 
 
 # ----------------------------------------------------------------------------
