@@ -480,22 +480,17 @@ def _numpy_norm(tree, norm):
 @pytest.mark.parametrize("norm", ["l2", "l1"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "complex64"])
 def test_record_grad_norm_in_a_jitted_chain(norm, dtype):
+    """The updates pass through bit for bit (sgd at lr 1 negates them exactly)."""
     params = _tree(dtype, seed=0)
-    tx = optax.chain(record_grad_norm(norm), optax.adam(1e-2))
-    reference = optax.adam(1e-2)
-    state, ref_state = tx.init(params), reference.init(params)
-    step, ref_step = jax.jit(tx.update), jax.jit(reference.update)
-    alone = jax.jit(record_grad_norm(norm).update)
+    tx = optax.chain(record_grad_norm(norm), optax.sgd(1.0))
+    state = tx.init(params)
+    step = jax.jit(tx.update)
     for seed in range(1, 4):
         grads = _tree(dtype, seed=seed)
         updates, state = step(grads, state, params)
-        ref_updates, ref_state = ref_step(grads, ref_state, params)
-        for u, r in zip(jax.tree.leaves(updates), jax.tree.leaves(ref_updates), strict=True):
-            assert u.dtype == r.dtype
-            np.testing.assert_allclose(np.asarray(u), np.asarray(r), rtol=1e-6, atol=1e-9)
-        passed, _ = alone(grads, record_grad_norm(norm).init(params), params)
-        for u, g in zip(jax.tree.leaves(passed), jax.tree.leaves(grads), strict=True):
-            np.testing.assert_array_equal(np.asarray(u), np.asarray(g))  # bit for bit
+        for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=True):
+            assert u.dtype == g.dtype
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(-g))
         recorded = recorded_grad_norm(state)
         assert recorded.dtype == jnp.float32 and recorded.shape == ()
         np.testing.assert_allclose(float(recorded), _numpy_norm(grads, norm), rtol=1e-5)
