@@ -198,7 +198,10 @@ def record_grad_norm(norm: str = "l2") -> optax.GradientTransformationExtraArgs:
 
     Use ``norm="l2"`` for SGD-type runs and ``norm="l1"`` (of the gradient, not
     of the Adam update) for Adam-type runs; :func:`refined` must be given the
-    same ``norm``.
+    same ``norm``. Inside ``optax.MultiSteps`` it records the norm of the
+    averaged gradient once per real update (one number per optimizer step, which
+    is what the refinement wants). With ``nnx.Optimizer``, read
+    ``float(recorded_grad_norm(optimizer.opt_state))``.
 
     Args:
       norm: ``"l2"`` or ``"l1"``.

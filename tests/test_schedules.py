@@ -539,6 +539,29 @@ def test_recorded_grad_norm_needs_exactly_one_recorder():
     assert isinstance(record_grad_norm().init(params), RecordGradNormState)
 
 
+def test_record_grad_norm_under_multisteps_records_the_averaged_gradient():
+    tx = optax.MultiSteps(optax.chain(record_grad_norm(), optax.sgd(0.1)), every_k_schedule=2)
+    params = jnp.zeros(2)
+    state = tx.init(params)
+    recorded = []
+    for g in ([3.0, 4.0], [0.0, 0.0], [6.0, 8.0], [6.0, 8.0]):
+        _, state = tx.update(jnp.asarray(g), state, params)
+        recorded.append(float(recorded_grad_norm(state)))
+    assert recorded == [0.0, 2.5, 2.5, 10.0]
+
+
+def test_record_grad_norm_in_an_nnx_optimizer():
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.chain(record_grad_norm(), optax.sgd(0.1)), wrt=nnx.Param)
+    x = jnp.ones((3, 2))
+    loss = lambda m: jnp.sum(m(x) ** 2)  # noqa: E731
+    grads = nnx.grad(loss)(model)
+    optimizer.update(model, grads)
+    expected = optax.tree.norm(nnx.to_pure_dict(grads))
+    np.testing.assert_allclose(float(recorded_grad_norm(optimizer.opt_state)), expected, rtol=1e-6)
+
+
 def test_recorded_norms_refine_into_a_schedule():
     """The whole loop: record during a first run, refine, train again."""
 
