@@ -84,6 +84,24 @@ def test_writes_results_json(run):
         assert r["steps_per_sec"] > 0
 
 
+def test_writes_the_resolved_config_as_json(run):
+    config, workdir, results = run
+    text = (workdir / "config.json").read_text()
+    assert json.loads(text) == results["config"] == json.loads(config.to_json())
+    assert "!!python" not in text and "_allow_dotted_keys" not in text
+
+
+def test_config_json_of_checkpoints_from_another_config_is_kept(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text('{"num_steps": 12345}')
+    train.write_config(get_test_config(), str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text()) == {"num_steps": 12345}
+    # Without checkpoints to belong to, the old file is replaced.
+    (tmp_path / "checkpoints").rmdir()
+    train.write_config(get_test_config(), str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text())["num_steps"] == NUM_STEPS
+
+
 def test_curves_png_is_a_png(run):
     _, workdir, _ = run
     png = (workdir / "curves.png").read_bytes()
