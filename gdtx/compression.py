@@ -809,6 +809,8 @@ def _check_per_device(owner, updates, axis_name):
 
 def _gather_mean(compressor, payload, like, axis_name):
     """All-gathers every worker's payload, decodes each, and averages locally."""
+    if not jax.tree.leaves(payload):  # an empty (e.g. fully masked) tree: nothing to send
+        return like
     gathered = jax.tree.map(lambda a: all_gather_replicated(a, axis_name), payload)
     decoded = jax.vmap(compressor.decompress)(gathered)
 

@@ -193,7 +193,12 @@ def scale_by_signum(
     owner = "gdtx.scale_by_signum"
     validation.check_decay(owner, "beta", beta)
     validation.check_dtype(owner, "mu_dtype", mu_dtype)
-    mu_dtype = dtypes.canonical_dtype(mu_dtype)
+    tx = _scale_by_signum(owner, beta, dtypes.canonical_dtype(mu_dtype))
+    return validation.checking_params(tx, owner, allow_complex=True)
+
+
+def _scale_by_signum(owner, beta, mu_dtype):
+    """:func:`scale_by_signum` whose messages name ``owner`` (the alias the user called)."""
 
     def init_fn(params):
         _check_state_dtype(owner, "mu_dtype", mu_dtype, params)
@@ -208,8 +213,7 @@ def scale_by_signum(
         new_updates, mu = unzip(pairs, updates, 2)
         return new_updates, ScaleBySignumState(count=optax.safe_increment(state.count), mu=mu)
 
-    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    return validation.checking_params(tx, owner, allow_complex=True)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def sign_sgd(
@@ -331,7 +335,7 @@ def signum(
     validation.check_dtype(owner, "mu_dtype", mu_dtype)
     validation.check_choice(owner, "weight_decay_mode", weight_decay_mode, _SIGN_WEIGHT_DECAY_MODES)
     return chain_with_weight_decay(
-        scale_by_signum(beta, mu_dtype=mu_dtype),
+        _scale_by_signum(owner, beta, dtypes.canonical_dtype(mu_dtype)),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         weight_decay_mode=weight_decay_mode,
@@ -359,6 +363,7 @@ class SignumVoteState(NamedTuple):
 
 def _scale_by_signum_vote(owner, beta, axis_name, wire, mu_dtype):
     def init_fn(params):
+        _check_state_dtype(owner, "mu_dtype", mu_dtype, params)
         zeros = dtypes.zeros_like_params(params, mu_dtype)
         mu = jax.tree.map(lambda z: as_per_device(z, axis_name), zeros)
         return SignumVoteState(count=jnp.zeros([], jnp.int32), mu=mu)

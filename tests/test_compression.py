@@ -822,3 +822,234 @@ def test_two_processes_average_qsgd_like_one(tmp_path):
     for step in range(2):
         single, state = fn(sharded, state)
         np.testing.assert_allclose(results[0][step], np.asarray(single), rtol=1e-6, atol=1e-7)
+
+
+# --- issue 14: no silent wrong result ----------------------------------------------------
+
+
+def _vmap_mean(tx, grads):
+    """``tx.update`` on every worker (leading axis) under ``jax.vmap``'s axis ``"data"``."""
+    state = tx.init(jax.tree.map(lambda x: x[0], grads))
+    return jax.jit(jax.vmap(lambda g: tx.update(g, state)[0], axis_name="data"))(grads)
+
+
+@pytest.mark.parametrize("atoms", ["entry", "svd"])
+def test_atomo_mean_with_a_non_finite_worker_is_nan(atoms):
+    """One worker's NaN/inf makes its leaf NaN on every worker; other leaves stay finite.
+
+    Before: ATOMO gave the non-finite coefficient probability 0 (NaN fails every
+    comparison), so the worker's leaf decoded to zeros and the mean was finite.
+    """
+    rng = np.random.default_rng(3)
+    grads = {
+        "w": jnp.asarray(rng.normal(size=(4, 6, 5)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(4, 5)), jnp.float32),
+    }
+    a = gdtx.atomo(3.0, atoms=atoms)
+    tx = gdtx.compressed_mean(a, "data")
+    state = tx.init(jax.tree.map(lambda x: x[0], grads))
+    mean = jax.jit(jax.vmap(lambda g: tx.update(g, state)[0], axis_name="data"))
+    alone = jax.jit(lambda x: a.decompress(a.compress(jax.random.key(0), x)))
+    assert np.all(np.isfinite(np.asarray(mean(grads)["w"])))
+    for bad in (np.nan, np.inf, -np.inf):
+        poisoned = {**grads, "w": grads["w"].at[2, 1, 3].set(bad)}
+        out = mean(poisoned)
+        assert np.all(np.isnan(np.asarray(out["w"]))), (bad, out["w"])
+        assert np.all(np.isfinite(np.asarray(out["b"])))
+        # On its own, the compressor decodes the whole leaf to NaN as well.
+        assert np.all(np.isnan(np.asarray(alone(poisoned["w"][2]))))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_qsgd_l2_norm_neither_overflows_nor_underflows(dtype):
+    """The 2-norm scale is exact at 1e19 (squares would overflow) and 1e-30 (they underflow).
+
+    Before: ``sqrt(sum(x * x))`` gave inf (then NaN updates) at 1e19 and 0 (all-zero
+    codes) at 1e-30.
+    """
+    q = gdtx.qsgd(4, norm="l2")
+    keys = jax.random.split(jax.random.key(1), 1000)
+    scale = jax.jit(lambda x: q.compress(jax.random.key(0), x).scales[0])
+    draws = jax.jit(jax.vmap(lambda k, x: q.decompress(q.compress(k, x)), in_axes=(0, None)))
+    for magnitude in (1e19, 1e30, 1e-20, 1e-30):
+        x = jnp.asarray(_test_vector(64, seed=5) * magnitude, dtype)
+        expected = np.linalg.norm(np.asarray(x, np.float64))
+        np.testing.assert_allclose(float(scale(x)), expected, rtol=1e-5, err_msg=str(magnitude))
+        xs = np.asarray(draws(keys, x), np.float64)
+        assert np.all(np.isfinite(xs)) and np.any(xs != 0), magnitude
+        # Unbiased at every scale: the mean over keys, in units of the norm, is x.
+        err = np.abs(xs.mean(0) - np.asarray(x, np.float64)) / expected
+        assert err.max() < 0.05, (magnitude, err.max())
+
+
+def test_qsgd_max_norm_and_buckets_at_extreme_scales():
+    x = jnp.asarray(_test_vector(64, seed=6) * 1e19, jnp.float32)
+    for q in (gdtx.qsgd(3, bucket_size=16), gdtx.qsgd(3, norm="max", bucket_size=16)):
+        out = q.decompress(q.compress(jax.random.key(0), x))
+        assert np.all(np.isfinite(np.asarray(out))) and np.any(np.asarray(out) != 0)
+
+
+def test_qsgd_and_terngrad_keep_non_finite_visible():
+    x = jnp.asarray(_test_vector(16), jnp.float32).at[3].set(jnp.nan)
+    for c in (gdtx.qsgd(4), gdtx.qsgd(4, norm="max"), gdtx.terngrad(), gdtx.scaled_sign()):
+        out = jax.jit(lambda x: c.decompress(c.compress(jax.random.key(0), x)))(x)  # noqa: B023
+        assert np.isnan(np.asarray(out)).any(), c
+
+
+_SATURATED = jnp.int32(2**31 - 1)
+
+
+@pytest.mark.parametrize("compressor", [gdtx.qsgd(2), gdtx.terngrad(), gdtx.atomo(4.0)], ids=str)
+def test_keys_never_repeat_after_the_count_saturates(compressor):
+    """At count = 2**31 - 1 (saturated), two successive steps draw different keys.
+
+    Before: the key was fold_in(key, count), the same forever once count saturates.
+    """
+    g = jnp.asarray(_test_vector(32), jnp.float32)
+    tx = gdtx.compressed_mean(compressor, None)
+    step = jax.jit(tx.update)
+    state = tx.init(g)._replace(count=_SATURATED)
+    u1, state = step(g, state)
+    u2, state = step(g, state)
+    assert int(state.count) == 2**31 - 1
+    assert not np.array_equal(u1, u2)
+    ef = gdtx.error_feedback(compressor)
+    ef_step = jax.jit(ef.update)
+    start = ef.init(g)._replace(count=_SATURATED)
+    v1, after = ef_step(g, start)
+    v2, _ = ef_step(g, after._replace(error=start.error))  # same input, next key
+    assert not np.array_equal(v1, v2)
+    # The devices' keys stay independent: four workers with one gradient differ.
+    stacked = jnp.tile(g[None], (4, 1))
+    state = tx.init(g)._replace(count=_SATURATED)
+    multi = gdtx.compressed_mean(compressor, "data")
+    step_key = jax.random.split(state.key)[1]
+
+    def by_hand(x):
+        key = jax.random.fold_in(step_key, jax.lax.axis_index("data"))
+        return compressor.decompress(compressor.compress(key, x))
+
+    per_worker = jax.jit(jax.vmap(by_hand, axis_name="data"))(stacked)
+    assert len({np.asarray(w).tobytes() for w in per_worker}) == 4
+    np.testing.assert_allclose(
+        _vmap_mean(multi, stacked)[0], per_worker.mean(0), rtol=1e-6, atol=1e-6
+    )
+
+
+_COMPLEX_COMPRESSORS = {
+    "qsgd": gdtx.qsgd(4, bucket_size=8),
+    "terngrad": gdtx.terngrad(),
+    "scaled_sign": gdtx.scaled_sign(),
+    "atomo": gdtx.atomo(6.0),
+    "atomo_svd": gdtx.atomo(2.0, atoms="svd"),
+}
+
+
+@pytest.mark.parametrize("name", _COMPLEX_COMPRESSORS)
+def test_a_complex_leaf_is_compressed_as_its_real_form(name):
+    """C(z) = re + i im of C([Re z, Im z]) with the same key, exactly; dtype and bits follow.
+
+    Before: QSGD and TernGrad raised JAX's "Clip received a complex value" and the
+    scaled sign dropped the imaginary part.
+    """
+    c = _COMPLEX_COMPRESSORS[name]
+    rng = np.random.default_rng(7)
+    z = jnp.asarray(rng.normal(size=(6, 4)) + 1j * rng.normal(size=(6, 4)), jnp.complex64)
+    real = jnp.concatenate([z.real, z.imag], axis=-1)
+    key = jax.random.key(2)
+
+    @jax.jit
+    def both(z, real):
+        return c.decompress(c.compress(key, z)), c.decompress(c.compress(key, real))
+
+    out, expected = both(z, real)
+    assert out.dtype == jnp.complex64 and out.shape == z.shape
+    np.testing.assert_array_equal(out.real, expected[:, :4])
+    np.testing.assert_array_equal(out.imag, expected[:, 4:])
+    assert c.bits(z) == c.bits(jax.ShapeDtypeStruct((6, 8), jnp.float32))
+    scalar = jnp.asarray(1.0 - 2.0j, jnp.complex64)
+    assert jax.jit(lambda x: c.decompress(c.compress(key, x)))(scalar).shape == ()
+
+
+def test_complex_qsgd_is_unbiased():
+    rng = np.random.default_rng(8)
+    z = jnp.asarray(_test_vector(32) + 1j * _test_vector(32, seed=9), jnp.complex64)
+    q = gdtx.qsgd(2)
+    keys = jax.random.split(jax.random.key(3), 4000)
+    xs = np.asarray(jax.jit(jax.vmap(lambda k: q.decompress(q.compress(k, z))))(keys))
+    real = np.concatenate([z.real, z.imag]).astype(np.float64)
+    var, _, _ = _qsgd_law(real, 2, None, "l2")
+    samples = np.concatenate([xs.real, xs.imag], axis=1).astype(np.float64)
+    _assert_unbiased(samples, real, var)
+    del rng
+
+
+def test_error_feedback_scaled_sign_solves_a_complex_parabola():
+    """The issue's case: EF-SignSGD (then Adam) on a complex parabola went to loss 8179."""
+    target = jnp.asarray([1.0 - 2.0j, -0.5 + 0.25j, 3.0j], jnp.complex64)
+
+    def loss(p):
+        return jnp.sum(jnp.abs(p - target) ** 2)
+
+    for tx in (
+        gdtx.chain(gdtx.error_feedback(gdtx.scaled_sign()), optax.adam(1e-2)),
+        gdtx.chain(gdtx.compressed_mean(gdtx.qsgd(4), None), optax.adam(1e-2)),
+    ):
+
+        @jax.jit
+        def run(p, tx=tx):
+            def step(carry, _):
+                p, s = carry
+                g = jnp.conj(jax.grad(loss)(p))  # optax's convention for complex params
+                u, s = tx.update(g, s, p)
+                return (optax.apply_updates(p, u), s), None
+
+            return jax.lax.scan(step, (p, tx.init(p)), length=2000)[0][0]
+
+        final = run(jnp.zeros(3, jnp.complex64))
+        assert float(loss(final)) < 1e-3, (tx, float(loss(final)))
+
+
+def test_integer_params_and_leaves_are_refused():
+    ints = {"w": jnp.arange(4), "b": jnp.ones(2)}
+    for tx, owner in [
+        (gdtx.compressed_mean(gdtx.qsgd(2), "data"), "compressed_mean"),
+        (gdtx.error_feedback(gdtx.scaled_sign()), "error_feedback"),
+    ]:
+        with pytest.raises(TypeError, match=rf"gdtx\.{owner} updates floating-point.*\['w'\]"):
+            tx.init(ints)
+        tx.init({"w": jnp.ones(4, jnp.complex64)})  # complex is supported
+    with pytest.raises(TypeError, match=r"gdtx\.qsgd: compresses floating-point"):
+        gdtx.qsgd(2).compress(jax.random.key(0), jnp.arange(4))
+    with pytest.raises(TypeError, match=r"`error_dtype=float32` is real.*\['w'\]"):
+        gdtx.error_feedback(gdtx.scaled_sign(), error_dtype=jnp.float32).init(
+            {"w": jnp.ones(2, jnp.complex64)}
+        )
+
+
+def test_compressed_mean_checks_shapes_against_params():
+    tx = gdtx.compressed_mean(gdtx.terngrad(), None)
+    params = {"w": jnp.ones(4)}
+    with pytest.raises(ValueError, match=r"gdtx\.compressed_mean: the update at \['w'\] has shape"):
+        tx.update({"w": jnp.ones(1)}, tx.init(params), params)
+    tx.update({"w": jnp.ones(4)}, tx.init(params), params)
+
+
+def test_empty_trees_and_masks():
+    """init({}) and an all-False optax.masked work, with and without a bound axis.
+
+    Before: the collective's decode (``jax.vmap`` over the gathered payloads)
+    failed on an empty tree ("vmap wrapped function must be passed at least one argument").
+    """
+    for tx in (
+        gdtx.compressed_mean(gdtx.atomo(2.0), "data"),
+        gdtx.error_feedback(gdtx.qsgd(2)),
+        gdtx.error_feedback(gdtx.scaled_sign(), axis_name="data"),
+    ):
+        tx.init({})
+        masked = optax.masked(tx, {"w": False})
+        state = masked.init({"w": jnp.ones(3)})
+        u, _ = jax.vmap(masked.update, in_axes=(0, None), axis_name="data")(
+            {"w": jnp.ones((2, 3))}, state
+        )
+        np.testing.assert_array_equal(u["w"], 1.0)

@@ -24,6 +24,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -252,10 +253,125 @@ def test_invalid_wire_raises():
         gdtx.majority_vote("data", wire="int4")
 
 
-def test_vote_needs_a_bound_axis():
+def _collectives_under_test():
+    """Every public collective, as (owner, transformation over the axis "data")."""
+    return {
+        "majority_vote": gdtx.majority_vote("data"),
+        "signum_vote": gdtx.signum_vote(0.1, axis_name="data"),
+        "compressed_mean": gdtx.compressed_mean(gdtx.terngrad(), "data"),
+        "compressed_mean_atomo": gdtx.compressed_mean(gdtx.atomo(2.0), "data"),
+        "error_feedback": gdtx.error_feedback(gdtx.scaled_sign(), axis_name="data"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_collectives_under_test()))
+def test_collectives_need_a_bound_axis(name):
+    """Outside a bound axis, or with the wrong name, a gdtx error names owner, axis and fix.
+
+    Before: JAX's bare ``NameError: unbound axis name: data`` (votes) or its
+    axis_index message (compressors).
+    """
+    tx = _collectives_under_test()[name]
+    owner = name.removesuffix("_atomo")
+    params = jnp.ones(4)
+    pattern = rf"gdtx\.{owner}: the mesh axis 'data' .* is not bound .*jax\.shard_map"
+    with pytest.raises(NameError, match=pattern):
+        state = tx.init(params)
+        tx.update(jnp.ones(4), state, params)
+    # A different axis is bound (vmap's "batch"), not "data".
+    with pytest.raises(NameError, match=pattern):
+        jax.vmap(lambda g: tx.update(g, tx.init(params), params), axis_name="batch")(
+            jnp.ones((2, 4))
+        )
+
+
+@pytest.mark.parametrize("name", list(_collectives_under_test()))
+def test_init_inside_shard_map_then_scan(name):
+    """Every collective: state made inside shard_map, then stepped in lax.scan on 8 devices.
+
+    Before: signum_vote's momentum was made replicated (``float32[1,2]``) and came
+    out of a step varying (``float32[1,2]{V:data}``), so the scan's carry changed type.
+    """
+    mesh = _mesh()
+    tx = _collectives_under_test()[name]
+    params = jnp.zeros(6)
+    specs = gdtx.per_device_specs(jax.eval_shape(tx.init, params), "data")
+    rng = np.random.default_rng(4)
+    grads = jnp.asarray(rng.normal(size=(3, N_DEV, 6)), jnp.float32)
+
+    def body(params, gs):
+        state = tx.init(params)
+
+        def step(carry, g):
+            p, s = carry
+            u, s = tx.update(g[0], s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        return jax.lax.scan(step, (params, state), gs)[0]
+
+    fn = jax.jit(
+        jax.shard_map(body, mesh=mesh, in_specs=(P(), P(None, "data")), out_specs=(P(), specs))
+    )
+    final, state = fn(params, jax.device_put(grads, NamedSharding(mesh, P(None, "data"))))
+    assert np.all(np.isfinite(np.asarray(final))) and np.any(np.asarray(final) != 0)
+    counts = [int(c) for c in jax.tree.leaves(state) if c.shape == () and c.dtype == jnp.int32]
+    assert counts and all(c == 3 for c in counts)
+
+
+@pytest.mark.parametrize("name", list(_collectives_under_test()))
+def test_explicit_2d_mesh_gives_the_unsharded_update(name):
+    """Parameters sharded along an Explicit "model" axis, collective over "data".
+
+    The update equals that on a 1-D mesh with the leaves whole. Before: the packed
+    vote, TernGrad and the scaled sign raised ShardingTypeError in their reshape,
+    ATOMO in its sort.
+    """
+    mesh = _mesh()
+    explicit = jax.sharding.AxisType.Explicit
+    mesh2 = jax.make_mesh((2, 4), ("data", "model"), axis_types=(explicit, explicit))
+    mesh1 = jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])
+    del mesh
+    tx = _collectives_under_test()[name]
+    rng = np.random.default_rng(5)
+    grads = jnp.asarray(rng.normal(size=(2, 3, 8)), jnp.float32)
+    params = jnp.asarray(rng.normal(size=(3, 8)), jnp.float32)
+
+    def body(params, g):
+        g = g[0]
+        state = tx.init(params)
+        u, state = tx.update(g, state, params)
+        u2, _ = tx.update(g, state, params)
+        return (u + u2)[None]
+
+    with jax.set_mesh(mesh2):
+        p2 = jax.device_put(params, NamedSharding(mesh2, P(None, "model")))
+        g2 = jax.device_put(grads, NamedSharding(mesh2, P("data", None, "model")))
+        fn2 = jax.shard_map(
+            body, mesh=mesh2, in_specs=(P(), P("data")), out_specs=P("data"), axis_names={"data"}
+        )
+        sharded = jax.jit(fn2)(p2, g2)
+        assert jax.typeof(sharded).sharding.spec == P("data", None, "model")
+    fn1 = jax.shard_map(body, mesh=mesh1, in_specs=(P(), P("data")), out_specs=P("data"))
+    whole = jax.jit(fn1)(params, jax.device_put(grads, NamedSharding(mesh1, P("data"))))
+    np.testing.assert_allclose(np.asarray(sharded), np.asarray(whole), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["majority_vote", "signum_vote"])
+def test_votes_refuse_complex_and_integer_params(name):
+    tx = _collectives_under_test()[name]
+    with pytest.raises(TypeError, match=rf"gdtx\.{name} does not support complex.*\['z'\]"):
+        tx.init({"z": jnp.ones(2, jnp.complex64)})
+    with pytest.raises(TypeError, match=rf"gdtx\.{name} updates floating-point.*\['n'\]"):
+        tx.init({"n": jnp.arange(3)})
+
+
+def test_majority_vote_checks_shapes_against_params():
     tx = gdtx.majority_vote("data")
-    with pytest.raises(NameError, match="data"):
-        tx.update(jnp.ones(3), tx.init(jnp.ones(3)))
+    params = jnp.ones(4)
+    with pytest.raises(ValueError, match=r"gdtx\.majority_vote: the update .* has shape \(1,\)"):
+        jax.vmap(lambda g: tx.update(g, tx.init(params), params), axis_name="data")(
+            jnp.ones((2, 1))
+        )
 
 
 # --- what crosses the wire: compiled HLO ----------------------------------------------

@@ -390,3 +390,85 @@ def test_gradient_of_replicated_params_is_an_f32_all_reduce():
     found = _step_collectives(varying_copy=False)
     floats = [c for c in found if "f32" in c.dtypes]
     assert sum(c.operand_bytes for c in floats) >= 4 * (64 * 32), found
+
+
+# --- issue 14: complex, integer params, shapes, checkpoints -------------------------------
+
+
+def test_complex_sign_is_the_unit_phase_as_in_optax_and_the_reference():
+    """sign(z) = z / |z| (torch.sgn in pytorch-optimizer, jnp.sign in optax); 0 stays 0."""
+    g = jnp.asarray([1 + 1j, -2 + 0.5j, 0.3 - 3j, 0j], jnp.complex64)
+    params = jnp.zeros(4, jnp.complex64)
+    for tx, ref in [
+        (gdtx.sign_sgd(0.1), optax.sign_sgd(0.1)),
+        (gdtx.signum(0.1, 0.5), optax.signum(0.1, 0.5)),
+    ]:
+        u, _ = tx.update(g, tx.init(params), params)
+        expected, _ = ref.update(g, ref.init(params), params)
+        np.testing.assert_allclose(u, expected, rtol=1e-6)
+        np.testing.assert_allclose(np.abs(u), [0.1, 0.1, 0.1, 0.0], rtol=1e-6)
+        assert u.dtype == jnp.complex64
+
+
+def test_signum_solves_a_complex_parabola():
+    target = jnp.asarray([1.0 - 2.0j, -0.5 + 0.25j], jnp.complex64)
+    tx = gdtx.signum(optax.cosine_decay_schedule(5e-2, 2000, alpha=1e-3))
+
+    def loss(p):
+        return jnp.sum(jnp.abs(p - target) ** 2)
+
+    @jax.jit
+    def run(p):
+        def step(carry, _):
+            p, s = carry
+            u, s = tx.update(jnp.conj(jax.grad(loss)(p)), s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        return jax.lax.scan(step, (p, tx.init(p)), length=2000)[0][0]
+
+    assert float(loss(run(jnp.zeros(2, jnp.complex64)))) < 1e-4
+
+
+def test_integer_params_are_refused_and_real_mu_dtype_for_complex_params():
+    ints = {"w": jnp.arange(4), "b": jnp.ones(2)}
+    for tx, owner in [
+        (gdtx.scale_by_sign(), "scale_by_sign"),
+        (gdtx.scale_by_signum(), "scale_by_signum"),
+        (gdtx.sign_sgd(0.1), "sign_sgd"),
+        (gdtx.signum(0.1), "signum"),
+        (gdtx.signum_vote(0.1, axis_name="data"), "signum_vote"),
+    ]:
+        with pytest.raises(TypeError, match=rf"gdtx\.{owner} updates floating-point.*\['w'\]"):
+            tx.init(ints)
+    with pytest.raises(TypeError, match=r"gdtx\.signum: .*`mu_dtype=float32` is real.*\['z'\]"):
+        gdtx.signum(0.1, mu_dtype=jnp.float32).init({"z": jnp.ones(2, jnp.complex64)})
+    with pytest.raises(TypeError, match=r"gdtx\.signum_vote: `axis_name` must be a mesh axis"):
+        gdtx.signum_vote(0.1, axis_name=None)
+
+
+def test_stateless_sign_checks_shapes_against_params():
+    """A (1,) gradient for a (4,) parameter raises; before, it was broadcast."""
+    params = {"w": jnp.ones(4)}
+    for tx in (gdtx.scale_by_sign(), gdtx.sign_sgd(0.1)):
+        with pytest.raises(ValueError, match=r"the update at \['w'\] has shape \(1,\)"):
+            tx.update({"w": jnp.ones(1)}, tx.init(params), params)
+        tx.update({"w": jnp.ones(4)}, tx.init(params))  # without params: nothing to compare
+
+
+@pytest.mark.parametrize(
+    "make", [gdtx.scale_by_sign, lambda: gdtx.majority_vote("data")], ids=["sign", "vote"]
+)
+def test_state_saves_and_restores_with_orbax(tmp_path, make):
+    """Before: the state was a bare optax.EmptyState() and Orbax raised "Found empty item"."""
+    ocp = pytest.importorskip("orbax.checkpoint")
+    from gdtx.checkpoint import restore_opt_state
+
+    tx, params = make(), {"w": jnp.ones(3)}
+    state = tx.init(params)
+    if isinstance(state, gdtx.sign.ScaleBySignState):
+        _, state = tx.update(params, state)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(tmp_path / "state", state)
+    restored = restore_opt_state(tmp_path / "state", tx, params)
+    assert type(restored) is type(state)
+    assert int(restored.count) == int(state.count)
