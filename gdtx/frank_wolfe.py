@@ -43,7 +43,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax.flatten_util import ravel_pytree
 
 from gdtx._core import dtypes, extra_args, validation
 
@@ -60,17 +59,49 @@ def _compute(d: Any) -> Any:
     return jax.tree.map(lambda x: x.astype(dtypes.compute_dtype(x)), d)
 
 
-def _as_vector_oracle(vector_lmo: Callable[[jax.Array], jax.Array], per_leaf: bool):
-    """Lifts an oracle on one flat vector to trees (globally or leaf by leaf)."""
+def _linear_index(x: jax.Array) -> jax.Array:
+    """Each entry's row-major position, built from iotas (no reshape of a sharded leaf)."""
+    index = jnp.zeros(x.shape, jnp.int32)
+    stride = 1
+    for axis in reversed(range(x.ndim)):
+        index = index + stride * jax.lax.broadcasted_iota(jnp.int32, x.shape, axis)
+        stride *= x.shape[axis]
+    return index
+
+
+def _first_argmax_mask(scores: list[jax.Array]) -> list[jax.Array]:
+    """One-hot masks of the first maximal entry over the leaves, in tree order.
+
+    Elementwise operations and reductions only, so it works on sharded leaves
+    (``ravel_pytree`` would reshape them).
+    """
+    best = jnp.max(jnp.stack([jnp.max(s) for s in scores]))
+    big = jnp.iinfo(jnp.int32).max
+    firsts = [jnp.min(jnp.where(s == best, _linear_index(s), big)) for s in scores]
+    masks, taken = [], jnp.array(False)
+    for s, first in zip(scores, firsts, strict=True):
+        here = (first < big) & ~taken
+        masks.append(here & (_linear_index(s) == first))
+        taken = taken | here
+    return masks
+
+
+def _vertex_oracle(score, value, per_leaf: bool):
+    """``v = value(d)`` at the first entry maximising ``score(d)``, 0 elsewhere."""
 
     def lmo(d):
         d = _compute(d)
-        if not jax.tree.leaves(d):
+        leaves, treedef = jax.tree.flatten(d)
+        if not leaves:
             return d
-        if per_leaf:
-            return jax.tree.map(lambda x: vector_lmo(x.ravel()).reshape(x.shape), d)
-        flat, unravel = ravel_pytree(d)
-        return unravel(vector_lmo(flat))
+        groups = [[x] for x in leaves] if per_leaf else [leaves]
+        out = []
+        for group in groups:
+            masks = _first_argmax_mask([score(x) for x in group])
+            out += [
+                jnp.where(m, value(x), jnp.zeros_like(x)) for m, x in zip(masks, group, strict=True)
+            ]
+        return jax.tree.unflatten(treedef, out)
 
     return lmo
 
@@ -104,11 +135,7 @@ def lmo_l1_ball(radius: jax.typing.ArrayLike = 1.0, *, per_leaf: bool = False):
     """
     _check_radius("gdtx.lmo_l1_ball", radius)
 
-    def vector(d):
-        i = jnp.argmax(jnp.abs(d))
-        return jnp.zeros_like(d).at[i].set(-jnp.asarray(radius, d.dtype) * jnp.sign(d[i]))
-
-    return _as_vector_oracle(vector, per_leaf)
+    return _vertex_oracle(jnp.abs, lambda d: -jnp.asarray(radius, d.dtype) * jnp.sign(d), per_leaf)
 
 
 def lmo_l2_ball(radius: jax.typing.ArrayLike = 1.0, *, per_leaf: bool = False):
@@ -135,13 +162,21 @@ def lmo_l2_ball(radius: jax.typing.ArrayLike = 1.0, *, per_leaf: bool = False):
     """
     _check_radius("gdtx.lmo_l2_ball", radius)
 
-    def vector(d):
-        norm = jnp.sqrt(jnp.sum(d * d))
+    def scaled(leaves):
+        norm = jnp.sqrt(sum(jnp.sum(x * x) for x in leaves))
         positive = norm > 0
         inverse = jnp.where(positive, 1.0 / jnp.where(positive, norm, 1.0), 0.0)
-        return -jnp.asarray(radius, d.dtype) * inverse * d
+        return [-jnp.asarray(radius, x.dtype) * inverse * x for x in leaves]
 
-    return _as_vector_oracle(vector, per_leaf)
+    def lmo(d):
+        d = _compute(d)
+        leaves, treedef = jax.tree.flatten(d)
+        if not leaves:
+            return d
+        out = [scaled([x])[0] for x in leaves] if per_leaf else scaled(leaves)
+        return jax.tree.unflatten(treedef, out)
+
+    return lmo
 
 
 def lmo_linf_ball(radius: jax.typing.ArrayLike = 1.0):
@@ -201,10 +236,9 @@ def lmo_simplex(radius: jax.typing.ArrayLike = 1.0, *, per_leaf: bool = False):
     """
     _check_radius("gdtx.lmo_simplex", radius)
 
-    def vector(d):
-        return jnp.zeros_like(d).at[jnp.argmin(d)].set(jnp.asarray(radius, d.dtype))
-
-    return _as_vector_oracle(vector, per_leaf)
+    return _vertex_oracle(
+        jnp.negative, lambda d: jnp.full_like(d, jnp.asarray(radius, d.dtype)), per_leaf
+    )
 
 
 def _top_singular_pair_power(d: jax.Array, iterations: int):
@@ -552,7 +586,8 @@ def one_sample_frank_wolfe(
       ...     u, s = sfw.update(jax.grad(loss)(x), s, x, hvp_fn=hessian_vector_product(loss))
       ...     v, t = fw.update(jax.grad(loss)(y), t, y)
       ...     x, y = optax.apply_updates(x, u), optax.apply_updates(y, v)
-      >>> print(bool(jnp.allclose(x, y, atol=1e-6)), bool(jnp.allclose(s.mu, jax.grad(loss)(s.prev_params))))
+      >>> d_is_grad = jnp.allclose(s.mu, jax.grad(loss)(s.prev_params))  # d_t = grad F(x_t)
+      >>> print(bool(jnp.allclose(x, y, atol=1e-6)), bool(d_is_grad))
       True True
 
     References:
