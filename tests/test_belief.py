@@ -126,7 +126,7 @@ def test_state_names_follow_optax():
 def test_mismatched_gradient_shapes_are_reported():
     tx = gdtx.adabelief(1e-3)
     params = {"w": jnp.ones(3)}
-    with pytest.raises(ValueError, match=r"gdtx\.adabelief: updates at \['w'\] has shape"):
+    with pytest.raises(ValueError, match=r"gdtx\.adabelief: .*\['w'\] has shape \(4,\)"):
         tx.update({"w": jnp.ones(4)}, tx.init(params), params)
 
 
