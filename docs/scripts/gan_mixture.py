@@ -46,7 +46,9 @@ def sample_data(key, n):
 
 def mlp_init(key, sizes):
     params = []
-    for k, (m, n) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
+    for k, (m, n) in zip(
+        jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:], strict=True), strict=True
+    ):
         params.append({"w": jax.random.normal(k, (m, n)) / jnp.sqrt(m), "b": jnp.zeros(n)})
     return params
 
@@ -152,7 +154,7 @@ def main(argv=None):
 
     real = np.asarray(sample_data(jax.random.PRNGKey(3), 2000))
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-    for ax, (name, (samples, _)) in zip(axes[:2], results.items()):
+    for ax, (name, (samples, _)) in zip(axes[:2], results.items(), strict=True):
         ax.scatter(real[:, 0], real[:, 1], s=2, c="0.8", label="data")
         ax.scatter(
             samples[:, 0], samples[:, 1], s=2, c="C0" if "Adam" in name else "C1", label="generated"
