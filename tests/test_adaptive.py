@@ -507,3 +507,10 @@ def test_python_number_leaves_work(name):
     params = {"a": 1.0, "b": jnp.ones(1)}
     updates, _ = tx.update({"a": 0.5, "b": jnp.full(1, 0.5)}, tx.init(params), params)
     np.testing.assert_allclose(updates["a"], updates["b"][0], rtol=1e-6)
+
+
+def test_degenerated_to_sgd_is_a_bool():
+    with pytest.raises(TypeError, match=r"gdtx\.radam: `degenerated_to_sgd` must be a bool"):
+        gdtx.radam(0.1, degenerated_to_sgd="no")
+    with pytest.raises(TypeError, match=r"gdtx\.rectify: `degenerated_to_sgd` must be a bool"):
+        gdtx.rectify(optax.scale_by_adam(), degenerated_to_sgd=0)

@@ -321,3 +321,13 @@ def test_python_number_leaves_work():
     params = {"a": 1.0, "b": jnp.ones(2)}
     updates, _ = tx.update({"a": 0.5, "b": jnp.ones(2)}, tx.init(params), params)
     np.testing.assert_allclose(updates["a"], updates["b"][0])
+
+
+@pytest.mark.parametrize("flag", ["amsgrad", "rectify", "degenerated_to_sgd", "nesterov"])
+def test_variant_flags_are_bools(flag):
+    # amsgrad="False" is a truthy string: it silently switched AMSGrad on.
+    with pytest.raises(TypeError, match=rf"gdtx\.adabelief: `{flag}` must be a bool, got 'False'"):
+        gdtx.adabelief(0.1, **{flag: "False"})
+    with pytest.raises(TypeError, match=rf"gdtx\.scale_by_belief: `{flag}` must be a bool"):
+        gdtx.scale_by_belief(**{flag: 1})
+    gdtx.adabelief(0.1, **{flag: np.bool_(True)})  # NumPy bools are bools
