@@ -100,30 +100,31 @@ def test_lmos_equal_their_closed_forms_and_are_optimal():
 
 
 def test_lmos_on_trees_global_and_per_leaf():
+    jit = jax.jit  # one compiled call each: eager per-leaf loops dispatch op by op
     d = {"a": jnp.array([0.5, -3.0]), "b": (jnp.array([[1.0, 4.0]]),)}
     # Global: one ball for the whole tree; per leaf: the product of the leaves' balls.
-    np.testing.assert_array_equal(lmo_l1_ball(2.0)(d)["b"][0], [[0.0, -2.0]])
-    np.testing.assert_array_equal(lmo_l1_ball(2.0)(d)["a"], [0.0, 0.0])
-    np.testing.assert_array_equal(lmo_l1_ball(2.0, per_leaf=True)(d)["a"], [0.0, 2.0])
+    np.testing.assert_array_equal(jit(lmo_l1_ball(2.0))(d)["b"][0], [[0.0, -2.0]])
+    np.testing.assert_array_equal(jit(lmo_l1_ball(2.0))(d)["a"], [0.0, 0.0])
+    np.testing.assert_array_equal(jit(lmo_l1_ball(2.0, per_leaf=True))(d)["a"], [0.0, 2.0])
     norm = math.sqrt(0.25 + 9 + 1 + 16)
-    np.testing.assert_allclose(lmo_l2_ball(1.0)(d)["a"], [-0.5 / norm, 3.0 / norm], rtol=1e-6)
+    np.testing.assert_allclose(jit(lmo_l2_ball(1.0))(d)["a"], [-0.5 / norm, 3.0 / norm], rtol=1e-6)
     np.testing.assert_allclose(
-        lmo_l2_ball(1.0, per_leaf=True)(d)["b"][0], [[-1 / 17**0.5, -4 / 17**0.5]], rtol=1e-6
+        jit(lmo_l2_ball(1.0, per_leaf=True))(d)["b"][0], [[-1 / 17**0.5, -4 / 17**0.5]], rtol=1e-6
     )
-    simplex = lmo_simplex(3.0)(d)
+    simplex = jit(lmo_simplex(3.0))(d)
     assert float(sum(jnp.sum(x) for x in jax.tree.leaves(simplex))) == 3.0
     np.testing.assert_array_equal(simplex["a"], [0.0, 3.0])
     # Ties go to the first entry in tree order; zero directions as in games.md §4.4.
     tie = {"a": jnp.array([1.0, -1.0]), "b": jnp.array([1.0])}
-    np.testing.assert_array_equal(lmo_l1_ball()(tie)["a"], [-1.0, 0.0])
-    np.testing.assert_array_equal(lmo_l1_ball()(tie)["b"], [0.0])
+    np.testing.assert_array_equal(jit(lmo_l1_ball())(tie)["a"], [-1.0, 0.0])
+    np.testing.assert_array_equal(jit(lmo_l1_ball())(tie)["b"], [0.0])
     zero = jnp.zeros(3)
-    np.testing.assert_array_equal(lmo_l1_ball()(zero), 0.0)
-    np.testing.assert_array_equal(lmo_l2_ball()(zero), 0.0)
-    np.testing.assert_array_equal(lmo_linf_ball()(zero), 1.0)
-    np.testing.assert_array_equal(lmo_nuclear_ball()(jnp.zeros((2, 2))), 0.0)
+    np.testing.assert_array_equal(jit(lmo_l1_ball())(zero), 0.0)
+    np.testing.assert_array_equal(jit(lmo_l2_ball())(zero), 0.0)
+    np.testing.assert_array_equal(jit(lmo_linf_ball())(zero), 1.0)
+    np.testing.assert_array_equal(jit(lmo_nuclear_ball())(jnp.zeros((2, 2))), 0.0)
     # bfloat16 directions: the oracle's answer comes back in at least float32.
-    assert lmo_l2_ball()(jnp.ones(2, jnp.bfloat16)).dtype == jnp.float32
+    assert jit(lmo_l2_ball())(jnp.ones(2, jnp.bfloat16)).dtype == jnp.float32
 
 
 def test_frank_wolfe_gap_bounds_the_suboptimality():
