@@ -466,9 +466,9 @@ def deterministic_frank_wolfe(
       >>> from gdtx.frank_wolfe import deterministic_frank_wolfe, lmo_l2_ball
       >>> loss = lambda x: 0.5 * jnp.sum((x - jnp.array([3.0, 4.0])) ** 2)
       >>> tx = deterministic_frank_wolfe(lmo_l2_ball(1.0))
-      >>> x = jnp.zeros(2); state = tx.init(x)
+      >>> x = jnp.zeros(2); state = tx.init(x); update = jax.jit(tx.update)
       >>> for _ in range(200):
-      ...     u, state = tx.update(jax.grad(loss)(x), state, x)
+      ...     u, state = update(jax.grad(loss)(x), state, x)
       ...     x = optax.apply_updates(x, u)
       >>> print(jnp.round(x, 2), bool(jnp.linalg.norm(x) <= 1.0 + 1e-6))
       [0.6 0.8] True
@@ -582,9 +582,12 @@ def one_sample_frank_wolfe(
       >>> sfw = one_sample_frank_wolfe(lmo_l2_ball(1.0))
       >>> fw = deterministic_frank_wolfe(lmo_l2_ball(1.0), step_size=lambda k: 1 / (k + 2))
       >>> x = y = jnp.zeros(2); s, t = sfw.init(x), fw.init(y)
+      >>> hvp_fn = hessian_vector_product(loss)
+      >>> sfw_update = jax.jit(lambda g, s, x: sfw.update(g, s, x, hvp_fn=hvp_fn))
+      >>> fw_update = jax.jit(fw.update)
       >>> for _ in range(50):
-      ...     u, s = sfw.update(jax.grad(loss)(x), s, x, hvp_fn=hessian_vector_product(loss))
-      ...     v, t = fw.update(jax.grad(loss)(y), t, y)
+      ...     u, s = sfw_update(jax.grad(loss)(x), s, x)
+      ...     v, t = fw_update(jax.grad(loss)(y), t, y)
       ...     x, y = optax.apply_updates(x, u), optax.apply_updates(y, v)
       >>> d_is_grad = jnp.allclose(s.mu, jax.grad(loss)(s.prev_params))  # d_t = grad F(x_t)
       >>> print(bool(jnp.allclose(x, y, atol=1e-6)), bool(d_is_grad))
