@@ -274,3 +274,29 @@ def test_complex_parabola_converges_for_each_supporting_row(case):
     assert final["z"].dtype == jnp.complex64
     np.testing.assert_allclose(final["z"], target["z"], atol=3e-2)
     np.testing.assert_allclose(final["w"], target["w"], atol=3e-2)
+
+
+@pytest.mark.parametrize("inner", ["optax.scale_by_adam", "gdtx.scale_by_diffgrad"])
+def test_rectify_around_other_complex_inners(inner):
+    # rectify multiplies the inner's complex direction by a real r_t (computed in the
+    # real dtype: a complex rho_t cannot be compared with the threshold).
+    rng = np.random.default_rng(5)
+    with jax.enable_x64(True):
+        grads = [jnp.asarray(rng.normal(size=3) + 1j * rng.normal(size=3)) for _ in range(12)]
+        if inner == "optax.scale_by_adam":
+            ours = gdtx.rectify(optax.scale_by_adam())
+            theirs = optax.scale_by_radam()  # optax supports complex numbers here
+        else:
+            ours = gdtx.rectify(gdtx.scale_by_diffgrad())
+            theirs = None
+        s_a = ours.init(grads[0])
+        s_b = theirs.init(grads[0]) if theirs is not None else None
+        for t, g in enumerate(grads, start=1):
+            u_a, s_a = ours.update(g, s_a)
+            assert u_a.dtype == jnp.complex128
+            if theirs is not None:
+                u_b, s_b = theirs.update(g, s_b)
+                np.testing.assert_allclose(u_a, u_b, rtol=1e-10)
+            elif t <= 5:  # below the threshold: the momentum step m_t / (1 - b1^t)
+                m = sum(0.1 * 0.9 ** (t - k) * np.asarray(grads[k - 1]) for k in range(1, t + 1))
+                np.testing.assert_allclose(u_a, m / (1 - 0.9**t), rtol=1e-10)
