@@ -1024,7 +1024,7 @@ def error_feedback(
         _check_error_dtype(owner, error_dtype, params)
         zeros = dtypes.zeros_like_params(params, error_dtype)
         if axis_name is not None:
-            zeros = jax.tree.map(lambda z: as_per_device(z, axis_name), zeros)
+            zeros = jax.tree.map(lambda z: as_per_device(z, axis_name, init=True), zeros)
         return ErrorFeedbackState(
             count=jnp.zeros([], jnp.int32), key=jax.random.PRNGKey(seed), error=zeros
         )
@@ -1057,7 +1057,7 @@ def error_feedback(
             out = jax.tree.map(lambda c, g: c.astype(g.dtype), sent, updates)
         else:
             out = _gather_mean(compressor, payload, updates, axis_name)
-            new_error = jax.tree.map(lambda e: as_per_device(e, axis_name), new_error)
+            new_error = jax.tree.map(lambda e: as_per_device(e, axis_name, init=False), new_error)
         new_state = ErrorFeedbackState(
             count=optax.safe_increment(state.count), key=carry, error=new_error
         )

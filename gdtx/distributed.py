@@ -107,15 +107,16 @@ def bound_axis_size(owner: str, axis_name: str | Sequence[str]) -> int:
     """The number of devices along ``axis_name``; a gdtx error if it is not bound here.
 
     Raises:
-      NameError: (the type JAX raises) naming ``owner``, the axis and the fix,
-        when ``update`` runs where ``axis_name`` (or one of its names) is not bound.
+      ValueError: naming ``owner``, the axis and the fix, when ``update`` runs
+        where ``axis_name`` (or one of its names) is not bound (instead of JAX's
+        bare ``NameError: unbound axis name``).
     """
     size = 1
     for name in axis_names(axis_name):
         try:
             size *= jax.lax.axis_size(name)
         except NameError as error:
-            raise NameError(
+            raise ValueError(
                 f"{owner}: the mesh axis {name!r} of axis_name={axis_name!r} is not bound "
                 f"where `update` runs. A collective must run per device: call `update` inside "
                 f"jax.shard_map over a mesh that has the axis (e.g. `jax.shard_map(step, "
@@ -134,20 +135,21 @@ def axis_index(axis_name: str | Sequence[str]) -> jax.Array:
     return index
 
 
-def as_per_device(x: jax.Array, axis_name: str | Sequence[str]) -> jax.Array:
+def as_per_device(x: jax.Array, axis_name: str | Sequence[str], *, init: bool) -> jax.Array:
     """``x`` with a leading device dimension of length one: a per-device state leaf.
 
     Every collective with per-device state (the momentum of
     :func:`gdtx.signum_vote`, the residual of :func:`gdtx.error_feedback`) stores
-    its leaves through this helper, at ``init`` and after each ``update``. Inside
-    ``jax.shard_map`` the leaf is also typed *varying* over the axis: zeros built
-    at ``init`` from replicated parameters are replicated in shard_map's types,
-    but the state becomes per-device after one step, and without the cast a
-    ``lax.scan`` over steps sees its carry change type.
+    its leaves through this helper, at ``init`` and after each ``update``. At
+    ``init`` inside ``jax.shard_map`` the leaf is also typed *varying* over the
+    axis: zeros built from replicated parameters are replicated in shard_map's
+    types, but the state becomes per-device after one step, and without the cast
+    a ``lax.scan`` over steps sees its carry change type. After an ``update`` the
+    leaf keeps the type the step gave it (varying once the gradients are).
     """
     x = x[None]
     manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    if manual is None or not in_shard_map(x, axis_name):
+    if not init or manual is None or not in_shard_map(x, axis_name):
         return x
     missing = tuple(n for n in axis_names(axis_name) if n not in manual.varying)
     return jax.lax.pcast(x, missing, to="varying") if missing else x
@@ -362,7 +364,7 @@ def majority_vote(
     one-bit modes gather an explicitly sharded leaf before packing it); the
     gathered modes return a value that JAX knows is replicated along the axis, so
     ``out_specs=P()`` type-checks under ``jax.shard_map``. ``update`` raises a
-    ``NameError`` naming the axis when it runs where ``axis_name`` is not bound.
+    ``ValueError`` naming the axis when it runs where ``axis_name`` is not bound.
 
     Args:
       axis_name: the bound mesh axis (or a tuple of axes) to vote over.

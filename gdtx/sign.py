@@ -365,7 +365,7 @@ def _scale_by_signum_vote(owner, beta, axis_name, wire, mu_dtype):
     def init_fn(params):
         _check_state_dtype(owner, "mu_dtype", mu_dtype, params)
         zeros = dtypes.zeros_like_params(params, mu_dtype)
-        mu = jax.tree.map(lambda z: as_per_device(z, axis_name), zeros)
+        mu = jax.tree.map(lambda z: as_per_device(z, axis_name, init=True), zeros)
         return SignumVoteState(count=jnp.zeros([], jnp.int32), mu=mu)
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -377,7 +377,7 @@ def _scale_by_signum_vote(owner, beta, axis_name, wire, mu_dtype):
         voted = vote(owner, signs, axis_name, wire)
         new_state = SignumVoteState(
             count=optax.safe_increment(state.count),
-            mu=jax.tree.map(lambda m: as_per_device(m, axis_name), mu),
+            mu=jax.tree.map(lambda m: as_per_device(m, axis_name, init=False), mu),
         )
         return voted, new_state
 

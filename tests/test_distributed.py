@@ -275,11 +275,11 @@ def test_collectives_need_a_bound_axis(name):
     owner = name.removesuffix("_atomo")
     params = jnp.ones(4)
     pattern = rf"gdtx\.{owner}: the mesh axis 'data' .* is not bound .*jax\.shard_map"
-    with pytest.raises(NameError, match=pattern):
+    with pytest.raises(ValueError, match=pattern):
         state = tx.init(params)
         tx.update(jnp.ones(4), state, params)
     # A different axis is bound (vmap's "batch"), not "data".
-    with pytest.raises(NameError, match=pattern):
+    with pytest.raises(ValueError, match=pattern):
         jax.vmap(lambda g: tx.update(g, tx.init(params), params), axis_name="batch")(
             jnp.ones((2, 4))
         )

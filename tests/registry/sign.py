@@ -9,11 +9,14 @@ _INVALID = (
     ({"learning_rate": -1e-3}, r"`learning_rate` must be >= 0, got -0\.001"),
     ({"weight_decay": -1e-4}, r"`weight_decay` must be >= 0"),
     ({"weight_decay_mode": "fixed"}, r"`weight_decay_mode` must be one of .*got 'fixed'"),
+    ({"learning_rate": "0.1"}, r"`learning_rate` must be a real number or a schedule"),
+    ({"learning_rate": None}, r"`learning_rate` must be a real number or a schedule"),
 )
 _MOMENTUM_INVALID = (
     ({"beta": 1.0}, r"gdtx\.signum: `beta` must be in \[0, 1\), got 1\.0"),
     ({"beta": -0.1}, r"`beta` must be in \[0, 1\), got -0\.1"),
     ({"mu_dtype": "int32"}, r"`mu_dtype` must be None or a floating-point dtype"),
+    ({"beta": True}, r"gdtx\.signum: `beta` must be a real number, got True"),
 )
 # Constant-step sign methods circle Rosenbrock's valley at the step size: a
 # decaying step is the documented remedy (optax's battery skips them instead).
@@ -31,6 +34,7 @@ CASES = (
             "with a cosine schedule it stalls at (0.93, 0.86) (optax's battery skips it too)"
         ),
         static_args=("weight_decay_mode",),
+        # sign(z) = z / |z| for complex z, as optax.sign_sgd and pytorch-optimizer (torch.sgn).
         supports_complex=True,
         writes=("param",),
         invalid=_INVALID,
@@ -54,6 +58,7 @@ CASES = (
         rosenbrock_kwargs={**_ROSENBROCK, "weight_decay": 0.0},
         static_args=("weight_decay_mode",),
         dtype_knobs={"mu_dtype": ("mu",)},
+        supports_complex=True,
         reads=("grad", "param", "mu"),
         writes=("param", "mu"),
     ),
@@ -72,6 +77,10 @@ CASES = (
             ({"beta": 1.0}, r"gdtx\.signum_vote: `beta` must be in \[0, 1\), got 1\.0"),
             ({"wire": "int4"}, r"gdtx\.signum_vote: `wire` must be one of .*got 'int4'"),
             ({"mu_dtype": "int8"}, r"`mu_dtype` must be None or a floating-point dtype"),
+            ({"beta": "0.9"}, r"gdtx\.signum_vote: `beta` must be a real number, got '0\.9'"),
+            ({"axis_name": 0}, r"gdtx\.signum_vote: `axis_name` must be a mesh axis name"),
         ),
+        # The wire carries signs of real numbers: complex parameters are refused at init.
+        supports_complex=False,
     ),
 )
