@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gdtx._core import dtypes, extra_args, validation
@@ -50,6 +51,50 @@ def _check_inner(owner: str, inner: Any) -> optax.GradientTransformationExtraArg
     if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
         raise TypeError(f"{owner}: `inner` must be an optax transformation, got {inner!r}.")
     return optax.with_extra_args_support(inner)
+
+
+def _check_flag(owner: str, name: str, value: Any) -> bool:
+    """A boolean option: it selects code, so it must be a concrete bool."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{owner}: `{name}` selects code and cannot be traced; with "
+            f"optax.inject_hyperparams, list it in `static_args`."
+        )
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{owner}: `{name}` must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def _is_masked(x: Any) -> bool:
+    return isinstance(x, optax.MaskedNode)
+
+
+def _check_not_partially_masked(owner: str, fn_name: str, params: Any) -> None:
+    """Refuses a params tree in which ``optax.masked`` replaced some leaves.
+
+    ``value_fn`` / ``grad_fn`` is the user's function of the *whole* parameter
+    tree; inside ``optax.masked`` this transformation sees only the selected
+    subtree (the rest are ``optax.MaskedNode``), which that function cannot take.
+    """
+    nodes = jax.tree.leaves(params, is_leaf=_is_masked)
+    if any(_is_masked(x) for x in nodes) and any(not _is_masked(x) for x in nodes):
+        raise ValueError(
+            f"{owner} inside optax.masked / optax.multi_transform: `{fn_name}` takes the "
+            f"whole parameter tree, but here it would receive only the selected subtree "
+            f"(with optax.MaskedNode in place of the rest). Put the mask inside instead, "
+            f"e.g. `{owner}(optax.masked(inner, mask), ...)`: the look-around then uses "
+            f"all parameters and only the selected ones are updated."
+        )
+
+
+def _ascent_direction(grads: Any) -> Any:
+    """``jax.grad`` of a real loss, turned into the direction of steepest ascent.
+
+    For a complex leaf ``jax.grad`` returns ``conj(dL/dz*)``-style cotangents
+    (optax's convention: conjugate before ``update``); the ascent direction is
+    its conjugate. Real leaves are unchanged.
+    """
+    return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, grads)
 
 
 def _upcast(params: Any) -> Any:
@@ -71,12 +116,12 @@ def _safe_inverse(norm: jax.Array) -> jax.Array:
 
 
 def _unit_batch_gradient(value_fn: Callable[[Any], Any], params: Any) -> Any:
-    grads = jax.grad(value_fn)(params)
+    grads = _ascent_direction(jax.grad(value_fn)(params))
     return optax.tree.scale(_safe_inverse(optax.tree.norm(grads)), grads)
 
 
 def _mean_unit_per_example_gradient(fn: Callable[[Any], Any], params: Any) -> Any:
-    jac = jax.jacrev(fn)(params)  # leaves (B, *leaf.shape)
+    jac = _ascent_direction(jax.jacrev(fn)(params))  # leaves (B, *leaf.shape)
     squares = [jnp.sum(jnp.abs(j) ** 2, axis=tuple(range(1, j.ndim))) for j in jax.tree.leaves(jac)]
     inverse = _safe_inverse(jnp.sqrt(sum(squares)))
 
@@ -150,7 +195,8 @@ def sharpness_estimate(
     validation.check_integer(owner, "ascent_steps", ascent_steps, 0)
     validation.check_integer(owner, "descent_steps", descent_steps, 0)
     validation.check_positive(owner, "step_size", step_size)
-    if per_example:
+    validation.check_params(owner, params, allow_complex=True)
+    if _check_flag(owner, "per_example", per_example):
 
         def batch_value(p):
             return jnp.mean(value_fn(p))
@@ -394,17 +440,16 @@ def salr(
     validation.check_integer(owner, "descent_steps", descent_steps, 0)
     validation.check_positive(owner, "step_size", step_size)
     validation.check_integer(owner, "every", every, 1)
-    validation.check_integer(owner, "history", history, 1)
-    if max_multiplier is not None:
-        validation.check_positive(owner, "max_multiplier", max_multiplier)
-    if dead_band is not None:
-        band = validation.concrete_value(dead_band)
-        if band is not None and not 0 <= band < 50:
-            raise ValueError(f"{owner}: `dead_band` must be in [0, 50), got {dead_band!r}.")
-    history_length = int(history)
+    history_length = validation.check_static_integer(owner, "history", history, 1)
+    validation.check_positive(owner, "max_multiplier", max_multiplier, optional=True)
+    band = validation.real_values(owner, "dead_band", dead_band, optional=True)
+    if band is not None and not (np.all(band >= 0) and np.all(band < 50)):
+        raise ValueError(f"{owner}: `dead_band` must be in [0, 50), got {dead_band!r}.")
+    per_example = _check_flag(owner, "per_example", per_example)
     fn_name = "per_example_value_fn" if per_example else "value_fn"
 
     def init_fn(params):
+        validation.check_params(owner, params, allow_complex=True)
         return SALRState(
             count=jnp.zeros([], jnp.int32),
             multiplier=jnp.ones([], jnp.float32),
@@ -418,6 +463,16 @@ def salr(
         (value_fn,) = extra_args.get_required(owner, extra, [fn_name])
         if params is None:
             raise ValueError(_NO_PARAMS.format(owner=owner))
+        validation.check_like_params(owner, updates, params)
+        if not jax.tree.leaves(params):
+            # An empty subtree (optax.masked with an all-False mask, an unused
+            # optax.multi_transform label): nothing to measure, value_fn unused.
+            inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
+            new_state = state._replace(
+                count=optax.safe_increment(state.count), inner_state=inner_state
+            )
+            return inner_updates, new_state
+        _check_not_partially_masked(owner, fn_name, params)
 
         def estimate(carry):
             history_values, history_count = carry
@@ -469,6 +524,23 @@ def salr(
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     return extra_args.declare(tx, {fn_name} | extra_args.required_extra_args(inner))
+
+
+def _check_grad_fn_result(owner: str, grads: Any, updates: Any) -> None:
+    """``grad_fn`` must return a gradient shaped like the one given to ``update``."""
+    try:
+        validation.check_like_params(owner, grads, updates)
+    except ValueError as error:
+        raise ValueError(
+            f"{owner}: `grad_fn(params)` must return a gradient tree shaped like the "
+            f"updates given to `update`. {error}"
+        ) from None
+    for g, u in zip(jax.tree.leaves(grads), jax.tree.leaves(updates), strict=True):
+        if jnp.iscomplexobj(g) and not jnp.iscomplexobj(u):
+            raise TypeError(
+                f"{owner}: `grad_fn(params)` returned a complex gradient for a real one "
+                f"({g.dtype} for {u.dtype}): its imaginary part would be dropped."
+            )
 
 
 class SAMState(NamedTuple):
@@ -552,14 +624,24 @@ def sam(
     inner = _check_inner(owner, inner)
     validation.check_non_negative(owner, "rho", rho)
     validation.check_non_negative(owner, "eps", eps)
+    adaptive = _check_flag(owner, "adaptive", adaptive)
 
     def init_fn(params):
+        validation.check_params(owner, params, allow_complex=True)
         return SAMState(count=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
 
     def update_fn(updates, state, params=None, **extra):
         (grad_fn,) = extra_args.get_required(owner, extra, ["grad_fn"])
         if params is None:
             raise ValueError(_NO_PARAMS.format(owner=owner))
+        validation.check_like_params(owner, updates, params)
+        if not jax.tree.leaves(params):
+            # An empty subtree (optax.masked with an all-False mask, an unused
+            # optax.multi_transform label): no perturbation, grad_fn unused.
+            inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
+            new_state = SAMState(count=optax.safe_increment(state.count), inner_state=inner_state)
+            return inner_updates, new_state
+        _check_not_partially_masked(owner, "grad_fn", params)
 
         def leaf_scale(g, w):
             cdt = dtypes.compute_dtype(g, w)
@@ -578,6 +660,7 @@ def sam(
                 return (w.astype(tg.dtype) + e).astype(w.dtype)
 
             grads = grad_fn(jax.tree.map(shift, params, scales, scaled))
+            _check_grad_fn_result(owner, grads, updates)
             return jax.tree.map(lambda g, u: g.astype(u.dtype), grads, updates)
 
         sam_grads = jax.lax.cond(perturb, perturbed_gradient, lambda _: updates, None)
