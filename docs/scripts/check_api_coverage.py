@@ -38,6 +38,9 @@ TITLES = {
     "gdtx.compression": "Gradient compression",
     "gdtx.batch_size": "Adaptive batch sizes",
     "gdtx.distributed": "Collectives",
+    "gdtx.schedules": "Learning-rate schedules",
+    "gdtx.games": "Games: CGD and ACGD",
+    "gdtx.frank_wolfe": "Frank-Wolfe and linear minimisation oracles",
     "gdtx._core.extra_args": "Chaining and extra arguments",
 }
 # A directive and its indented options; one with ``members: false`` only shows a
