@@ -27,6 +27,17 @@ the average once, which is a different algorithm and not what this module does.
 
 Arithmetic runs in at least float32 (float64 under x64, where the scales are
 float64 too and count 64 bits); updates come back in the gradients' dtype.
+
+Complex leaves are compressed as their **real form** ``[Re x, Im x]`` (one real
+leaf, the last axis doubled; a scalar becomes two entries) and decoded back to
+the complex dtype; ``bits`` counts that real leaf. ``C^n`` with the inner
+product ``Re <x, y>`` is ``R^{2n}``, so every statement above holds unchanged:
+unbiasedness, the variances (in ``|.|^2``), and the scaled sign's contraction
+used by error feedback; QSGD's 2-norm of the real form is the complex 2-norm.
+
+Non-finite input stays visible: a leaf (QSGD: a bucket) holding a NaN or an
+infinity decodes to NaN, so ``optax.apply_if_finite`` can skip the step and one
+bad worker is never silently averaged away.
 """
 
 from __future__ import annotations
@@ -532,6 +543,11 @@ def qsgd(num_levels: int, *, bucket_size: int | None = None, norm: str = "l2") -
     ``p_i = s a_i - l_i`` (the paper's Lemma 3.1 bounds the sum by
     ``min(d/s^2, sqrt(d)/s) ||v||^2`` for the 2-norm). ``Q(0) = 0``.
 
+    The 2-norm is computed as ``m ||v / m||_2`` with ``m = max_i |v_i|``, so it is
+    exact for finite gradients of any magnitude (``sqrt(sum v_i^2)`` overflows to
+    inf near ``|v| ~ 1e19`` in float32 and underflows to 0, sending all-zero
+    codes, near ``1e-20``); a NaN or an infinity makes its bucket decode to NaN.
+
     Wire format (a :class:`PackedPayload`): the signed level ``s xi_i sign(v_i)``
     as an unsigned code in ``[0, 2s]`` of fixed width ``w`` = the smallest of 2,
     4, 8, 16 bits that holds ``2s + 1`` values, packed into uint32 words, plus one
@@ -683,7 +699,9 @@ def atomo(budget: float, *, atoms: str = "entry", cap_sigmas: float | None = 4.0
       (biased); gdtx solves the water-filling exactly and never resamples.
 
     Args:
-      budget: expected atoms per leaf, > 0 and concrete (it sizes the payload).
+      budget: expected atoms per leaf, a real number > 0; it sizes the payload,
+        so it must be concrete (with ``optax.inject_hyperparams``, list it in
+        ``static_args``; a traced budget is a ``TypeError``).
       atoms: ``"entry"`` or ``"svd"``.
       cap_sigmas: ``c`` in the cap ``K``, >= 0; None for no cap.
 
@@ -833,7 +851,8 @@ class CompressedMeanState(NamedTuple):
 
     Attributes:
       count: number of updates so far, shape ``()``, int32 (saturating).
-      key: the base PRNG key (raw uint32, from ``seed``), the same on every device.
+      key: the carried PRNG key (raw uint32, from ``seed`` at ``init``, split every
+        step), the same on every device.
     """
 
     count: jax.Array
@@ -852,15 +871,33 @@ def compressed_mean(
 
       u = \\frac{1}{N} \\sum_{k=1}^{N} \\operatorname{Dec}(\\operatorname{Enc}(g_k;\\,
       \\kappa_{t,k})), \\qquad
-      \\kappa_{t,k} = \\operatorname{fold\\_in}(\\operatorname{fold\\_in}(\\kappa, t), k),
+      (c_{t+1}, s_t) = \\operatorname{split}(c_t), \\quad
+      \\kappa_{t,k} = \\operatorname{fold\\_in}(s_t, k),
 
-    with ``kappa`` the key from ``seed`` and ``t`` the step count (both in the
-    state). For an unbiased compressor ``E[u] = mean_k g_k`` and
+    with ``c_0`` the key from ``seed``: the state carries ``c_t`` (the same on
+    every device) and splits it every step, so step keys never repeat, also after
+    the int32 ``count`` saturates at ``2**31 - 1`` (a key ``fold_in(c_0, count)``
+    would repeat forever from then on), and each worker folds in its index along
+    the axis (row-major over a tuple of axes), so the workers' keys are
+    independent. The key is a raw ``uint32`` array (``jax.random.PRNGKey``), not a
+    typed ``jax.random.key``: a typed key has an extended dtype that Orbax cannot
+    save as a plain array and that generic tree maps over the state
+    (``optax.tree.zeros_like``, ``jnp.where``-based skipping, donation and
+    sharding checks) do not all accept. For an unbiased compressor
+    ``E[u] = mean_k g_k`` and
     ``Var(u) = (1/N^2) sum_k E||C(g_k) - g_k||^2``. Only the payloads cross the
     wire (an all-gather of ``compressor.payload_bits(g) / 8`` bytes per worker);
     the result is the same on every worker and JAX knows it is replicated, so
     ``out_specs=P()`` type-checks under ``jax.shard_map``. With
     ``axis_name=None`` it is one worker: ``Dec(Enc(g))`` (a simulation).
+
+    Complex gradients are compressed as their real form (see the module docs);
+    ``init`` refuses integer parameters (``TypeError``); with ``params`` given,
+    ``update`` checks that the gradients have their shapes. Run where
+    ``axis_name`` is not bound, ``update`` raises a ``ValueError`` naming the
+    axis. On an ``AxisType.Explicit`` mesh an explicitly sharded leaf is gathered
+    before it is compressed (a compressor needs the whole leaf) and the update
+    comes back sharded like the gradient.
 
     .. warning::
       Under ``jax.shard_map``, ``jax.grad`` with respect to *replicated*
@@ -878,7 +915,7 @@ def compressed_mean(
       compressor: a gdtx compressor (:func:`qsgd`, :func:`terngrad`,
         :func:`atomo`, :func:`scaled_sign`).
       axis_name: the bound mesh axis (or tuple of axes) of the workers, or None.
-      seed: the seed of the base key.
+      seed: the seed of the base key, an integer >= 0.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state
@@ -934,7 +971,8 @@ class ErrorFeedbackState(NamedTuple):
 
     Attributes:
       count: number of updates so far, shape ``()``, int32 (saturating).
-      key: the base PRNG key (raw uint32, from ``seed``).
+      key: the carried PRNG key (raw uint32, from ``seed`` at ``init``, split
+        every step).
       error: this worker's residual ``e``, in gradient units, in ``error_dtype``.
         With an ``axis_name`` it is per-device state: each leaf has a leading
         device dimension (length one inside ``jax.shard_map``, ``N`` outside,
@@ -967,7 +1005,11 @@ def error_feedback(
     ``Delta_t`` over ``axis_name`` (each decoded from the all-gathered payloads).
     Nothing is lost, only delayed: ``sum_{t<T} Delta_t + e_T = sum_{t<T} g_t``
     on every worker. With :func:`scaled_sign` this is EF-SignSGD. Keys are
-    derived as in :func:`compressed_mean`.
+    derived as in :func:`compressed_mean` (a carried key, split every step).
+    Complex gradients work as in :func:`compressed_mean`: the compressor sees
+    the real form, and the contraction ``||C(x) - x||^2 <= (1 - delta) ||x||^2``
+    that error feedback relies on holds there because ``C^n`` with
+    ``Re <x, y>`` is ``R^{2n}``; ``error_dtype`` must then be complex (or None).
 
     With ``axis_name`` the residual is **per-device state** (a leading device
     dimension, length one inside ``jax.shard_map``): initialise the state inside
@@ -987,7 +1029,8 @@ def error_feedback(
       compressor: a gdtx compressor (usually :func:`scaled_sign`).
       axis_name: the bound mesh axis (or tuple of axes) of the workers, or None
         for one worker.
-      seed: the seed of the base key (unused by deterministic compressors).
+      seed: the seed of the base key, an integer >= 0 (unused by deterministic
+        compressors).
       error_dtype: dtype of the residual; None keeps each parameter's dtype.
 
     Returns:

@@ -1,4 +1,13 @@
-"""Collectives over a named mesh axis: the sign majority vote.
+"""Collectives over a named mesh axis: the sign majority vote, and what collectives share.
+
+Every collective of gdtx (:func:`majority_vote`, :func:`gdtx.signum_vote`,
+:func:`gdtx.compressed_mean`, :func:`gdtx.error_feedback`) shares the helpers
+here: :func:`bound_axis_size` (a ``ValueError`` naming the transformation, the
+axis and the fix when ``update`` runs where the axis is not bound),
+:func:`as_per_device` / :func:`local_view` (the layout of per-device state, typed
+varying when made inside ``jax.shard_map``), and :func:`unsharded` /
+:func:`sharded_like` (leaves explicitly sharded on an ``AxisType.Explicit`` mesh
+are gathered before packing and the results resharded like the input).
 
 signSGD with majority vote (Bernstein et al. 2019) sends the sign of each
 worker's gradient instead of the gradient, and every worker applies the sign

@@ -20,6 +20,13 @@ in ``tests/reference``), which ``optax.sign_sgd`` and ``optax.signum`` share:
   (``weight_decouple=True`` there); ``weight_decay_mode="l2"`` adds ``wd p`` to the
   gradient before the momentum (``weight_decouple=False``).
 
+Complex parameters (``sign_sgd``, ``signum``, the ``scale_by_*``): ``sign(z) =
+z / |z|`` (0 for 0), a unit step along each coordinate's (conjugated) gradient,
+as ``jnp.sign`` in ``optax.sign_sgd`` and ``torch.sgn`` in the reference
+``pytorch-optimizer`` ``SignSGD``; see :func:`scale_by_sign`. A state dtype knob
+must then be complex (or None). :func:`signum_vote` refuses complex parameters
+at ``init``: its wire carries the signs of real numbers.
+
 With several devices, :func:`signum_vote` is the algorithm of Bernstein et al.
 (2019): each worker keeps its own momentum, sends only its sign, and every
 worker applies the sign of the sum of the signs (:func:`gdtx.majority_vote`,
@@ -417,7 +424,13 @@ def signum_vote(
     ``docs/guides/data_parallel.md`` shows the whole step). A state that reaches
     ``update`` with another leading length raises a ``ValueError``, and a
     momentum declared replicated (``P()``) fails shard_map's replication check:
-    it is never silently replicated.
+    it is never silently replicated. A state made by ``init`` inside the
+    ``shard_map`` is typed per-device (varying) from the start, so it can be the
+    carry of a ``lax.scan`` over steps.
+
+    Parameters must be real (a ``TypeError`` at ``init`` for a complex or integer
+    leaf); run where ``axis_name`` is not bound, ``update`` raises a
+    ``ValueError`` naming the axis and the fix.
 
     Args:
       learning_rate: a float or an optax schedule.
