@@ -1053,3 +1053,32 @@ def test_empty_trees_and_masks():
             {"w": jnp.ones((2, 3))}, state
         )
         np.testing.assert_array_equal(u["w"], 1.0)
+
+
+@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+def test_sharded_params_on_a_2d_mesh_give_the_unsharded_update(axis_type):
+    """State sharded like params on a (2, 4) mesh: same update, residual sharded like params.
+
+    Before (Explicit): TernGrad/QSGD's reshape and ATOMO's sort raised ShardingTypeError.
+    """
+    _mesh()
+    kind = getattr(jax.sharding.AxisType, axis_type)
+    mesh = jax.make_mesh((2, 4), ("a", "b"), axis_types=(kind, kind))
+    params = {"k": jnp.linspace(-1.0, 1.0, 32).reshape(8, 4), "b": jnp.linspace(0.0, 1.0, 8)}
+    specs = {"k": P("a", "b"), "b": P("b")}
+    sharded = jax.tree.map(lambda x, s: _sharded(mesh, x, s), params, specs)
+    for tx in (
+        gdtx.compressed_mean(gdtx.terngrad(), None),
+        gdtx.compressed_mean(gdtx.atomo(3.0), None),
+        gdtx.error_feedback(gdtx.qsgd(4, bucket_size=4)),
+    ):
+        expected, _ = jax.jit(tx.update)(params, tx.init(params), params)
+        with jax.set_mesh(mesh):
+            state = jax.jit(tx.init)(sharded)
+            out, state = jax.jit(tx.update)(sharded, state, sharded)
+        for name in params:
+            np.testing.assert_allclose(out[name], expected[name], rtol=1e-6, atol=1e-6)
+            if axis_type == "Explicit":
+                assert jax.typeof(out[name]).sharding.spec == specs[name]
+                if isinstance(state, gdtx.ErrorFeedbackState):
+                    assert jax.typeof(state.error[name]).sharding.spec == specs[name]
