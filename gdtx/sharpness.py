@@ -82,8 +82,9 @@ def _check_not_partially_masked(owner: str, fn_name: str, params: Any) -> None:
             f"{owner} inside optax.masked / optax.multi_transform: `{fn_name}` takes the "
             f"whole parameter tree, but here it would receive only the selected subtree "
             f"(with optax.MaskedNode in place of the rest). Put the mask inside instead, "
-            f"e.g. `{owner}(optax.masked(inner, mask), ...)`: the look-around then uses "
-            f"all parameters and only the selected ones are updated."
+            f"e.g. `{owner}(optax.masked(inner, mask), ...)` or "
+            f"`{owner}(optax.multi_transform(transforms, labels), ...)`: the look-around "
+            f"then uses all parameters and the inner transformation chooses which to update."
         )
 
 

@@ -665,6 +665,259 @@ def test_inner_must_be_a_transformation():
         gdtx.sam(optax.sgd)
 
 
+# --- issue 14: complex parameters, types, empty and masked subtrees, shapes --------------
+
+_A = jnp.asarray([1 + 1j, -0.5 + 2j, 0.3 - 1j], jnp.complex64)
+_Z0 = jnp.asarray([0.2 - 0.1j, 1.0 + 0.5j, -0.4 + 0.3j], jnp.complex64)
+
+
+def _complex_loss(p):
+    z = p["z"]
+    weights = jnp.asarray([1.0, 3.0, 0.5])
+    return jnp.sum(weights * jnp.abs(z - _A) ** 2) + 0.1 * jnp.sum(jnp.abs(z) ** 4)
+
+
+def _split_loss(p):  # the same loss of the real and imaginary parts as two real leaves
+    return _complex_loss({"z": p["x"] + 1j * p["y"]})
+
+
+def _conj_grad(loss):
+    # What `update` receives for complex leaves (optax's convention), and what
+    # grad_fn must return: jax.grad, conjugated.
+    return lambda p: jax.tree.map(jnp.conj, jax.grad(loss)(p))
+
+
+def test_complex_sharpness_estimate_equals_the_real_split():
+    # Before: the walk moved along jax.grad itself, which for a complex leaf is the
+    # conjugate of the ascent direction (S = 0.81 here instead of 1.33).
+    for per_example in (False, True):
+        if per_example:
+            complex_fn = lambda p: jnp.stack([_complex_loss(p), 2 * _complex_loss(p)])  # noqa: E731
+            split_fn = lambda p: jnp.stack([_split_loss(p), 2 * _split_loss(p)])  # noqa: E731
+        else:
+            complex_fn, split_fn = _complex_loss, _split_loss
+        kw = {"step_size": 0.01, "per_example": per_example}
+        s_complex = gdtx.sharpness_estimate(complex_fn, {"z": _Z0}, **kw)
+        s_split = gdtx.sharpness_estimate(split_fn, {"x": _Z0.real, "y": _Z0.imag}, **kw)
+        np.testing.assert_allclose(float(s_complex), float(s_split), rtol=1e-5)
+        assert float(s_split) > 1.0
+
+
+@pytest.mark.parametrize("method", ["salr", "sam"])
+def test_complex_trajectory_equals_the_real_split(method):
+    def make():
+        if method == "salr":
+            return gdtx.salr(optax.sgd(0.05), step_size=0.01), "value_fn"
+        return gdtx.sam(optax.sgd(0.05), rho=0.1), "grad_fn"
+
+    finals = []
+    for loss, params in (
+        (_complex_loss, {"z": _Z0}),
+        (_split_loss, {"x": _Z0.real, "y": _Z0.imag}),
+    ):
+        tx, name = make()
+        fn = loss if name == "value_fn" else _conj_grad(loss)
+        step = jax.jit(lambda g, s, p, tx=tx, name=name, fn=fn: tx.update(g, s, p, **{name: fn}))
+        state = tx.init(params)
+        for _ in range(40):
+            updates, state = step(_conj_grad(loss)(params), state, params)
+            params = optax.apply_updates(params, updates)
+        finals.append(params)
+    (complex_final,), split = jax.tree.leaves(finals[0]), finals[1]
+    np.testing.assert_allclose(complex_final, split["x"] + 1j * split["y"], rtol=2e-5, atol=1e-6)
+
+
+def test_asam_scales_a_complex_leaf_by_its_modulus():
+    # T = |w| element-wise (the modulus, real): e = rho T^2 g / |T g|, |.| over |g_i|^2.
+    w = jnp.asarray([3 + 4j, -1j], jnp.complex64)
+    g = jnp.asarray([1 - 1j, 2 + 0.5j], jnp.complex64)
+    tx = gdtx.sam(optax.sgd(1.0), rho=0.5, adaptive=True, eps=0.0)
+    # grad_fn = identity: the update is minus the perturbed point.
+    updates, _ = tx.update(g, tx.init(w), w, grad_fn=lambda p: p)
+    t = np.abs(np.asarray(w))
+    tg = t * np.asarray(g)
+    expected = np.asarray(w) + 0.5 * t * tg / np.sqrt(np.sum(np.abs(tg) ** 2))
+    np.testing.assert_allclose(-np.asarray(updates), expected, rtol=1e-6)
+
+
+_TXS = {
+    "salr": (lambda: gdtx.salr(optax.sgd(0.1), history=4), "value_fn", "gdtx.salr"),
+    "sam": (lambda: gdtx.sam(optax.sgd(0.1)), "grad_fn", "gdtx.sam"),
+    "asam": (lambda: gdtx.sam(optax.sgd(0.1), adaptive=True), "grad_fn", "gdtx.sam"),
+}
+
+
+def _never_called(_):
+    raise AssertionError("the look-around function must not be called here")
+
+
+@pytest.mark.parametrize("name", list(_TXS))
+def test_integer_params_are_refused_at_init(name):
+    make, _, owner = _TXS[name]
+    with pytest.raises(TypeError, match=rf"{owner}\b.*\['n'\].*int32"):
+        make().init({"w": jnp.ones(2), "n": jnp.ones(2, jnp.int32)})
+    with pytest.raises(TypeError, match=r"gdtx\.sharpness_estimate\b.*int32"):
+        gdtx.sharpness_estimate(jnp.sum, jnp.ones(2, jnp.int32))
+
+
+@pytest.mark.parametrize("name", list(_TXS))
+def test_empty_subtrees_skip_the_look_around(name):
+    make, fn_name, _ = _TXS[name]
+    tx = make()
+    for update in (tx.update, _jit_update(tx)):
+        updates, _ = update({}, tx.init({}), {}, **{fn_name: _never_called})
+        assert updates == {}
+    params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+    grads = {"w": jnp.full(3, 0.5), "b": jnp.full(2, -0.5)}
+    masked = optax.masked(tx, {"w": False, "b": False}, mask_compatible_extra_args=True)
+    updates, _ = masked.update(grads, masked.init(params), params, **{fn_name: _never_called})
+    assert all(np.array_equal(updates[k], grads[k]) for k in grads)
+    multi = optax.multi_transform(
+        {"a": tx, "b": optax.sgd(1.0)}, {"w": "b", "b": "b"}, mask_compatible_extra_args=True
+    )
+    updates, _ = multi.update(grads, multi.init(params), params, **{fn_name: _never_called})
+    assert all(np.array_equal(updates[k], -grads[k]) for k in grads)
+
+
+@pytest.mark.parametrize("name", list(_TXS))
+def test_a_partial_mask_is_refused_with_the_fix_and_the_fix_works(name):
+    # Inside optax.masked, value_fn / grad_fn would receive MaskedNodes in place of
+    # the unselected leaves (the user's function of the whole tree fails on them).
+    make, fn_name, owner = _TXS[name]
+    params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.5])}
+    loss = lambda p: jnp.sum(p["w"] ** 2) + 3 * jnp.sum(p["b"] ** 2)  # noqa: E731
+    fn = loss if fn_name == "value_fn" else jax.grad(loss)
+    mask = {"w": True, "b": False}
+    grads = jax.grad(loss)(params)
+    outside = optax.masked(make(), mask, mask_compatible_extra_args=True)
+    with pytest.raises(
+        ValueError,
+        match=rf"{owner} inside optax\.masked.*`{fn_name}`.*{owner}\(optax\.masked\(inner, mask\)",
+    ):
+        outside.update(grads, outside.init(params), params, **{fn_name: fn})
+    # The fix named in the message: the mask inside. The look-around sees the whole
+    # tree; the selected leaves get the inner update, the others pass SAM's / SALR's
+    # gradient through (as optax.masked passes its input), for the user to route.
+    inner_tx = {
+        "salr": lambda i: gdtx.salr(i, history=4),
+        "sam": gdtx.sam,
+        "asam": lambda i: gdtx.sam(i, adaptive=True),
+    }
+    tx = inner_tx[name](optax.masked(optax.sgd(0.1), mask))
+    updates, _ = _jit_update(tx)(grads, tx.init(params), params, **{fn_name: fn})
+    full = {
+        "salr": lambda: gdtx.salr(optax.sgd(0.1), history=4),
+        "sam": lambda: gdtx.sam(optax.sgd(0.1)),
+        "asam": lambda: gdtx.sam(optax.sgd(0.1), adaptive=True),
+    }[name]()
+    expected, _ = full.update(grads, full.init(params), params, **{fn_name: fn})
+    np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6)
+    np.testing.assert_allclose(updates["b"], -expected["b"] / 0.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(_TXS))
+def test_a_gradient_of_the_wrong_shape_is_refused(name):
+    # Before: a (1,) gradient for a (4,) parameter was broadcast.
+    make, fn_name, owner = _TXS[name]
+    params = {"w": jnp.linspace(1.0, 2.0, 4)}
+    fn = (
+        (lambda p: jnp.sum(p["w"] ** 2))
+        if fn_name == "value_fn"
+        else jax.grad(lambda p: jnp.sum(p["w"] ** 2))
+    )
+    tx = make()
+    with pytest.raises(ValueError, match=rf"{owner}: the update at \['w'\] has shape \(1,\)"):
+        tx.update({"w": jnp.ones(1)}, tx.init(params), params, **{fn_name: fn})
+
+
+def test_sam_grad_fn_must_return_a_gradient_like_the_updates():
+    params = {"w": jnp.ones(3)}
+    tx = gdtx.sam(optax.sgd(0.1))
+    with pytest.raises(ValueError, match=r"gdtx\.sam: `grad_fn\(params\)` must return"):
+        tx.update(params, tx.init(params), params, grad_fn=lambda p: {"w": jnp.ones(1)})
+    with pytest.raises(TypeError, match=r"gdtx\.sam: `grad_fn\(params\)` returned a complex"):
+        tx.update(params, tx.init(params), params, grad_fn=lambda p: {"w": p["w"] * 1j})
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "pattern"),
+    [
+        (
+            lambda: gdtx.salr(optax.sgd(0.1), ascent_steps=2.0),
+            TypeError,
+            r"gdtx\.salr: `ascent_steps` must be an integer, got 2\.0",
+        ),
+        (
+            lambda: gdtx.salr(optax.sgd(0.1), descent_steps=float("nan")),
+            TypeError,
+            r"`descent_steps` must be an integer",
+        ),
+        (
+            lambda: gdtx.salr(optax.sgd(0.1), every=True),
+            TypeError,
+            r"`every` must be an integer, got True",
+        ),
+        (
+            lambda: gdtx.salr(optax.sgd(0.1), history=4.0),
+            TypeError,
+            r"gdtx\.salr: `history` must be an integer",
+        ),
+        (
+            lambda: gdtx.salr(optax.sgd(0.1), dead_band="1"),
+            TypeError,
+            r"gdtx\.salr: `dead_band` must be a real number or None",
+        ),
+        (
+            lambda: gdtx.salr(optax.sgd(0.1), dead_band=[1.0, 60.0]),
+            ValueError,
+            r"`dead_band` must be in \[0, 50\)",
+        ),
+        (
+            lambda: gdtx.salr(optax.sgd(0.1), max_multiplier=float("inf")),
+            ValueError,
+            r"`max_multiplier` must be finite",
+        ),
+        (
+            lambda: gdtx.salr(optax.sgd(0.1), per_example="yes"),
+            TypeError,
+            r"`per_example` must be True or False",
+        ),
+        (
+            lambda: gdtx.sam(optax.sgd(0.1), rho=float("inf")),
+            ValueError,
+            r"gdtx\.sam: `rho` must be finite",
+        ),
+        (
+            lambda: gdtx.sam(optax.sgd(0.1), rho=None),
+            TypeError,
+            r"gdtx\.sam: `rho` must be a real number",
+        ),
+        (
+            lambda: gdtx.sam(optax.sgd(0.1), adaptive=1),
+            TypeError,
+            r"gdtx\.sam: `adaptive` must be True or False",
+        ),
+        (
+            lambda: gdtx.sharpness_estimate(jnp.sum, jnp.ones(1), ascent_steps=2.0),
+            TypeError,
+            r"gdtx\.sharpness_estimate: `ascent_steps`",
+        ),
+    ],
+)
+def test_hyperparameter_types(make, error, pattern):
+    with pytest.raises(error, match=pattern):
+        make()
+
+
+def test_a_traced_history_names_static_args():
+    # Before: a raw ConcretizationTypeError from int(history).
+    tx = optax.inject_hyperparams(gdtx.salr)(optax.sgd(0.1), history=4)
+    with pytest.raises(TypeError, match=r"gdtx\.salr: `history` fixes a shape.*static_args"):
+        jax.jit(tx.init)(jnp.ones(2))
+    tx = optax.inject_hyperparams(gdtx.salr, static_args=("history",))(optax.sgd(0.1), history=4)
+    assert jax.jit(tx.init)(jnp.ones(2)).inner_state.history.shape == (4,)
+
+
 # --- a model that must learn -----------------------------------------------------------
 
 
