@@ -47,8 +47,10 @@ class ScaleByMFACState(NamedTuple):
       count: gradients seen so far, shape ``()``, int32 (saturating); the next
         gradient goes to slot ``count mod m``.
       grads: the window ``G``: like the params, each leaf of shape
-        ``(m, *param.shape)`` in ``grads_dtype`` (zeros until filled), sharded
-        like its parameter with the window axis replicated.
+        ``(m, *param.shape)`` in ``grads_dtype`` (zeros until filled). ``init``
+        shards it like its parameter with the window axis replicated; ``update``
+        is right for any sharding the state arrives in (``nnx.Optimizer``, for
+        one, shards a bias's window along the window axis).
       gram: ``K = G G^T``, shape ``(m, m)``, float32 (float64 under x64 with
         ``grads_dtype=float64``).
     """
@@ -374,6 +376,14 @@ def scale_by_mfac(
     than failing inside XLA. Jit the training step with the optimizer state
     **donated** (``jax.jit(step, donate_argnums=...)``): the ring write is then done
     in place; without donation XLA copies the whole window every step.
+
+    The step is right for whatever sharding the state arrives in (the window
+    sharded like its parameter, or along the window axis itself, on an Auto or
+    an Explicit mesh), and it can be differentiated with ``jax.grad`` (the
+    factorisation's retries are a fixed number of ``lax.cond``). Complex and
+    integer parameters are refused at ``init`` with a ``TypeError``: a complex
+    M-FAC would need a Hermitian window and Gram matrix, which the official code
+    does not define.
 
     .. warning::
       The official code evaluates ``F^{-1} g = g/\\lambda - G^T(\\dots)``, a
