@@ -41,7 +41,7 @@ from gdtx.compression import (
     scaled_sign,
     terngrad,
 )
-from gdtx.distributed import majority_vote, per_device_specs
+from gdtx.distributed import MajorityVoteState, majority_vote, per_device_specs
 from gdtx.frank_wolfe import (
     DeterministicFrankWolfeState,
     OneSampleFrankWolfeState,
@@ -75,6 +75,7 @@ from gdtx.sharpness import (
     sharpness_estimate,
 )
 from gdtx.sign import (
+    ScaleBySignState,
     ScaleBySignumState,
     SignumVoteState,
     scale_by_sign,
@@ -104,6 +105,7 @@ __all__ = [
     "CompressedMeanState",
     "DeterministicFrankWolfeState",
     "ErrorFeedbackState",
+    "MajorityVoteState",
     "OneSampleFrankWolfeState",
     "RecordGradNormState",
     "RectifyState",
@@ -114,6 +116,7 @@ __all__ = [
     "ScaleByDiffGradState",
     "ScaleByMFACState",
     "ScaleByMsvagState",
+    "ScaleBySignState",
     "ScaleBySignumState",
     "ScaleBySvagState",
     "SignumVoteState",
