@@ -54,6 +54,8 @@ def test_complex_rosenbrock_converges(case):
         pytest.skip(f"{case} does not support complex parameters (declared on its row)")
     if case.rosenbrock_kwargs is None:
         pytest.skip(case.rosenbrock_skip)
+    if case.complex_rosenbrock_skip:
+        pytest.skip(case.complex_rosenbrock_skip)
     problem = problems.rosenbrock(jnp.complex64)
     final = _run(case, case.make(**case.rosenbrock_kwargs), problem)
     _assert_trees_close(final, problem.solution, 3e-2, 3e-2, f"{case} on the complex Rosenbrock")

@@ -23,6 +23,8 @@ class Case:
       rosenbrock_kwargs: overrides for Rosenbrock (e.g. a schedule), or None to
         skip Rosenbrock with ``rosenbrock_skip`` as the reason.
       rosenbrock_skip: why Rosenbrock is skipped (documented limitation).
+      complex_rosenbrock_skip: why only the complex Rosenbrock is skipped, for a
+        row that supports complex numbers and solves the real Rosenbrock.
       static_args: arguments ``optax.inject_hyperparams`` must not trace
         (booleans, strings, integers that fix shapes).
       required_extra_args: what ``gdtx.required_extra_args`` must report.
@@ -49,6 +51,7 @@ class Case:
     kwargs: Mapping[str, Any]
     rosenbrock_kwargs: Mapping[str, Any] | None = dataclasses.field(default_factory=dict)
     rosenbrock_skip: str = ""
+    complex_rosenbrock_skip: str = ""
     static_args: tuple[str, ...] = ()
     required_extra_args: frozenset[str] = frozenset()
     extra_args: Callable[[Any, Any, Any], Mapping[str, Any]] = lambda loss, params, grads: {}
