@@ -150,6 +150,7 @@ class ScaleBySignumState(NamedTuple):
 
 def _signum_leaf(g, m_prev, beta):
     """One leaf of Signum: the new momentum and its sign (in the gradient's dtype)."""
+    g = jnp.asarray(g)  # a Python-number leaf (a scalar parameter given as a float)
     cdt = dtypes.compute_dtype(g, m_prev)
     beta_ = jnp.asarray(beta, cdt)
     m = beta_ * m_prev.astype(cdt) + (1 - beta_) * g.astype(cdt)

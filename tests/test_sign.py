@@ -472,3 +472,13 @@ def test_state_saves_and_restores_with_orbax(tmp_path, make):
     restored = restore_opt_state(tmp_path / "state", tx, params)
     assert type(restored) is type(state)
     assert int(restored.count) == int(state.count)
+
+
+@pytest.mark.parametrize("factory", [gdtx.signum, gdtx.m_ssd, gdtx.sign_sgd])
+def test_python_number_leaves_are_updated(factory):
+    # A scalar parameter given as a Python float used to fail with
+    # "'float' object has no attribute 'astype'" in Signum's momentum.
+    tx = factory(0.1)
+    params = {"a": 1.0, "b": jnp.ones(2)}
+    updates, _ = tx.update({"a": 0.5, "b": jnp.ones(2)}, tx.init(params), params)
+    assert float(updates["a"]) == pytest.approx(-0.1)
