@@ -31,9 +31,7 @@ _INVALID = (
 _MFAC = {
     "factory": gdtx.mfac,
     "static_args": _STATIC,
-    # The momentum is always in the chain (momentum may be traced), so its knob
-    # always has a field to set, even at momentum = 0.
-    "dtype_knobs": {"grads_dtype": ("grads",), "mu_dtype": ("ema",)},
+    "dtype_knobs": {"grads_dtype": ("grads",)},
     # Complex M-FAC would need a Hermitian window (K = G G^H, a complex Cholesky)
     # that the official code does not define: init refuses complex params.
     "supports_complex": False,
@@ -69,8 +67,16 @@ CASES = (
             "damping": 10.0,
             "momentum": 0.9,
             "weight_decay": 1e-4,
+            # The window in the params' dtype here (None), so that both knobs have
+            # the battery's default (the params' dtype) and each can be checked to
+            # leave the other's field alone; the official float32 window is the
+            # "mfac" row's.
+            "grads_dtype": None,
         },
-        **_MFAC,
+        **{
+            **_MFAC,
+            "dtype_knobs": {"grads_dtype": ("grads",), "mu_dtype": ("ema",)},
+        },
         **_reads_writes(8),
     ),
 )
