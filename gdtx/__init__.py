@@ -41,6 +41,7 @@ from gdtx.compression import (
     scaled_sign,
     terngrad,
 )
+from gdtx.data_parallel import DataParallel, data_parallel_step
 from gdtx.distributed import MajorityVoteState, majority_vote, per_device_specs
 from gdtx.frank_wolfe import (
     DeterministicFrankWolfeState,
@@ -103,6 +104,7 @@ __all__ = [
     "BatchSizeTest",
     "CGDState",
     "CompressedMeanState",
+    "DataParallel",
     "DeterministicFrankWolfeState",
     "ErrorFeedbackState",
     "MajorityVoteState",
@@ -133,6 +135,7 @@ __all__ = [
     "chain",
     "compressed_mean",
     "conjugate_gradient",
+    "data_parallel_step",
     "deterministic_frank_wolfe",
     "diffgrad",
     "error_feedback",

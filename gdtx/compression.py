@@ -62,6 +62,7 @@ from gdtx.distributed import (
     check_axis_name,
     in_shard_map,
     local_view,
+    record_exchange,
     sharded_like,
     unsharded,
 )
@@ -825,10 +826,14 @@ def _check_per_device(owner, updates, axis_name):
         )
 
 
-def _gather_mean(compressor, payload, like, axis_name):
+def _gather_mean(compressor, payload, like, axis_name, owner="gdtx.compressed_mean"):
     """All-gathers every worker's payload, decodes each, and averages locally."""
     if not jax.tree.leaves(payload):  # an empty (e.g. fully masked) tree: nothing to send
         return like
+    num_devices = math.prod(jax.lax.axis_size(name) for name in axis_names(axis_name))
+    for leaf in jax.tree.leaves(payload):
+        size = leaf.size * leaf.dtype.itemsize
+        record_exchange(owner, axis_name, "all-gather", leaf.dtype, size, num_devices)
     gathered = jax.tree.map(lambda a: all_gather_replicated(a, axis_name), payload)
     decoded = jax.vmap(compressor.decompress)(gathered)
 
@@ -1099,7 +1104,7 @@ def error_feedback(
         if axis_name is None:
             out = jax.tree.map(lambda c, g: c.astype(g.dtype), sent, updates)
         else:
-            out = _gather_mean(compressor, payload, updates, axis_name)
+            out = _gather_mean(compressor, payload, updates, axis_name, owner)
             new_error = jax.tree.map(lambda e: as_per_device(e, axis_name, init=False), new_error)
         new_state = ErrorFeedbackState(
             count=optax.safe_increment(state.count), key=carry, error=new_error

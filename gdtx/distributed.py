@@ -49,9 +49,11 @@ leaf by leaf, the exact mode with the fewest bytes (a tie goes to packed).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -211,6 +213,90 @@ def sharded_like(y: jax.Array, x: jax.Array) -> jax.Array:
     return jax.sharding.reshard(y, sharding)
 
 
+# --- what a collective declares it sends: trace-time accounting ----------------------------
+
+
+class Exchange(NamedTuple):
+    """One exchange a gdtx collective made over a mesh axis (see :func:`recording_exchanges`).
+
+    Attributes:
+      owner: the public transformation, e.g. ``"gdtx.majority_vote"``.
+      axis_name: the axis (or tuple of axes) it exchanged over.
+      op: ``"all-gather"`` or ``"all-reduce"``.
+      dtype: the element type on the wire, e.g. ``"uint8"``.
+      operand_bytes: bytes this device contributes (as ``hlo_collectives`` reads them),
+        for the leaf as the collective sees it (the whole leaf on a 1-D mesh).
+      num_devices: devices along ``axis_name``.
+    """
+
+    owner: str
+    axis_name: Any
+    op: str
+    dtype: str
+    operand_bytes: int
+    num_devices: int
+
+    @property
+    def wire_bytes(self) -> float:
+        """Bytes each device sends (and receives) with a ring algorithm.
+
+        ``(N-1) b`` for an all-gather of ``b``-byte operands, ``2 (N-1)/N b`` for
+        an all-reduce (reduce-scatter then all-gather), as in :func:`wire_bytes`.
+        """
+        n_dev = self.num_devices
+        if self.op == "all-gather":
+            return float((n_dev - 1) * self.operand_bytes)
+        return 2.0 * (n_dev - 1) / n_dev * self.operand_bytes
+
+
+_EXCHANGES = threading.local()
+
+
+@contextlib.contextmanager
+def recording_exchanges() -> Iterator[list[Exchange]]:
+    """Collects, while tracing, every exchange the gdtx collectives make.
+
+    Each collective (:func:`majority_vote`, :func:`gdtx.signum_vote`,
+    :func:`gdtx.compressed_mean`, :func:`gdtx.error_feedback`) declares what it
+    puts on the wire through :func:`record_exchange` when its ``update`` is
+    traced; outside this context nothing is recorded and nothing changes. The
+    log is per thread and contexts nest (an inner one sees only its own).
+
+    Yields:
+      The list that receives one :class:`Exchange` per collective call and leaf.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, gdtx
+      >>> from gdtx.distributed import recording_exchanges
+      >>> vote = gdtx.majority_vote("workers", wire="packed")
+      >>> with recording_exchanges() as log:
+      ...     _ = jax.vmap(lambda g: vote.update(g, vote.init(g))[0], axis_name="workers")(
+      ...         jnp.ones((4, 10)))
+      >>> [(e.op, e.dtype, e.operand_bytes, e.wire_bytes) for e in log]
+      [('all-gather', 'uint8', 3, 9.0)]
+    """
+    stack = getattr(_EXCHANGES, "stack", None)
+    if stack is None:
+        stack = _EXCHANGES.stack = []
+    log: list[Exchange] = []
+    stack.append(log)
+    try:
+        yield log
+    finally:
+        stack.pop()
+
+
+def record_exchange(
+    owner: str, axis_name: Any, op: str, dtype: Any, operand_bytes: int, num_devices: int
+) -> None:
+    """Declares one exchange (a no-op unless :func:`recording_exchanges` is active)."""
+    stack = getattr(_EXCHANGES, "stack", None)
+    if stack:
+        stack[-1].append(
+            Exchange(owner, axis_name, op, jnp.dtype(dtype).name, int(operand_bytes), num_devices)
+        )
+
+
 def max_devices(wire: str) -> int:
     """The largest device count at which ``wire`` cannot overflow (exact modes)."""
     if wire in _INT_WIRES:
@@ -296,11 +382,20 @@ def _vote_bits(g, axis_name, num_devices):
     return (2 * ups - num_devices).reshape(g.shape)
 
 
-def _vote_leaf(g, axis_name, wire, num_devices):
+def _vote_leaf(g, axis_name, wire, num_devices, owner="gdtx.majority_vote"):
     if g.size == 0:
         return g
     if wire == "auto":
         wire = choose_wire(num_devices, g.size)
+    if wire in ("packed", "bits"):
+        per_byte = 4 if wire == "packed" else 8
+        record_exchange(
+            owner, axis_name, "all-gather", jnp.uint8, -(-g.size // per_byte), num_devices
+        )
+    else:
+        dtype = _INT_WIRES[wire]
+        size = g.size * np.dtype(dtype).itemsize
+        record_exchange(owner, axis_name, "all-reduce", dtype, size, num_devices)
     if wire == "packed":
         total = _vote_packed(unsharded(g), axis_name)
     elif wire == "bits":
@@ -313,7 +408,7 @@ def _vote_leaf(g, axis_name, wire, num_devices):
 def vote(owner: str, updates: Any, axis_name: str | Sequence[str], wire: str) -> Any:
     """The majority vote of ``updates`` over ``axis_name`` (the body of :func:`majority_vote`)."""
     num_devices = bound_axis_size(owner, axis_name)
-    return jax.tree.map(lambda g: _vote_leaf(g, axis_name, wire, num_devices), updates)
+    return jax.tree.map(lambda g: _vote_leaf(g, axis_name, wire, num_devices, owner), updates)
 
 
 class MajorityVoteState(NamedTuple):
@@ -481,6 +576,8 @@ _HLO_INSTRUCTION = re.compile(
 )
 _HLO_ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
 _GROUPS = re.compile(r"replica_groups=\{\{([\d,]*)\}")
+_IOTA_GROUPS = re.compile(r"replica_groups=\[([\d,]+)\]<=")  # [groups,size]<=[n]
+_MESH_GROUPS = re.compile(r"replica_groups=mesh\[([^\]]*)\][^{]*\{([^}]*)\}")
 _ITEMSIZE = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2}
 _ITEMSIZE.update({"s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8})
 _ITEMSIZE["c128"] = 16
@@ -500,6 +597,22 @@ class Collective(NamedTuple):
     dtypes: tuple[str, ...]
     operand_bytes: int
     group_size: int
+
+
+def _group_size(line: str) -> int:
+    """Devices per replica group, from the explicit, iota or mesh-axes form (0: unknown)."""
+    groups = _GROUPS.search(line)
+    if groups:
+        return len(groups.group(1).split(",")) if groups.group(1) else 0
+    iota = _IOTA_GROUPS.search(line)
+    if iota:
+        return int(iota.group(1).split(",")[-1])
+    mesh = _MESH_GROUPS.search(line)
+    if mesh:
+        sizes = dict(re.findall(r"'([^']+)'=(\d+)", mesh.group(1)))
+        named = re.findall(r"'([^']+)'", mesh.group(2))
+        return math.prod(int(sizes[n]) for n in named if n in sizes) if named else 0
+    return 0
 
 
 def hlo_collectives(hlo_text: str) -> list[Collective]:
@@ -522,8 +635,7 @@ def hlo_collectives(hlo_text: str) -> list[Collective]:
             for dtype, dims in _HLO_ARRAY.findall(match.group("type"))
             if dtype in _ITEMSIZE
         ]
-        groups = _GROUPS.search(line)
-        group_size = len(groups.group(1).split(",")) if groups and groups.group(1) else 0
+        group_size = _group_size(line)
         sizes = [_ITEMSIZE[dtype] * count for dtype, count in arrays]
         if op == "all-gather-start" and len(sizes) >= 2:
             operand = sum(sizes[: len(sizes) // 2])  # ((operands...), (results...))
