@@ -316,13 +316,19 @@ def train_one(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave({"params": params, "opt_state": opt_state, "key": key}),
+                # Saves are asynchronous and training goes on appending to `curves`:
+                # hand Orbax a snapshot (a JSON round trip), not the live lists.
                 meta=ocp.args.JsonSave(
-                    {
-                        "step": step,
-                        "sampler": sampler.state_dict(),
-                        "curves": curves,
-                        "config": config_json,
-                    }
+                    json.loads(
+                        json.dumps(
+                            {
+                                "step": step,
+                                "sampler": sampler.state_dict(),
+                                "curves": curves,
+                                "config": config_json,
+                            }
+                        )
+                    )
                 ),
             ),
             force=force,

@@ -172,3 +172,28 @@ def test_restore_opt_state_helper_keeps_namedtuples(tmp_path):
     with ocp.StandardCheckpointer() as ckptr:
         generic = ckptr.restore(tmp_path / "s")
     assert not isinstance(generic[0], gdtx.ScaleByBeliefState)
+
+
+def test_a_checkpoint_holds_the_curves_of_its_own_step(tmp_path, monkeypatch):
+    """Orbax saves asynchronously: the metadata handed to it must not be the live curves.
+
+    Otherwise a slow save (a loaded machine) writes points recorded after the
+    checkpoint's step, and a resumed run repeats them (duplicate steps, curves
+    of different lengths).
+    """
+    handed = []
+    real = ocp.args.JsonSave
+
+    def recording(item):
+        handed.append(item)
+        return real(item)
+
+    monkeypatch.setattr(ocp.args, "JsonSave", recording)
+    config = _digits_config()
+    train.train_and_evaluate(config, str(tmp_path))
+    assert len(handed) >= 2
+    for item in handed:
+        assert max(item["curves"]["step"]) <= item["step"], (
+            f"the checkpoint of step {item['step']} holds curves up to step "
+            f"{max(item['curves']['step'])}"
+        )
