@@ -431,7 +431,7 @@ def data_parallel_step(
             params = optax.apply_updates(params, updates)
             metrics = {
                 "loss": jax.lax.pmean(loss, axis),
-                "update_norm": optax.global_norm(updates),
+                "update_norm": optax.tree.norm(updates),
             }
             if has_aux:
                 metrics["aux"] = _aux_mean(aux, axis)
