@@ -340,26 +340,6 @@ class RectifyState(NamedTuple):
     inner_state: optax.OptState
 
 
-def _check_flags(owner: str, **flags: Any) -> None:
-    """Raises ``TypeError`` unless each flag is a Python (or NumPy) bool.
-
-    A string such as ``"False"`` is truthy and would switch the variant on; a
-    traced flag (``optax.inject_hyperparams`` without ``static_args``) cannot
-    choose a branch.
-    """
-    for name, value in flags.items():
-        if isinstance(value, bool | np.bool_):
-            continue
-        if isinstance(value, jax.core.Tracer):
-            raise TypeError(
-                f"{owner}: `{name}` selects a variant and cannot be traced; with "
-                f"optax.inject_hyperparams, list it in `static_args`."
-            )
-        raise TypeError(
-            f"{owner}: `{name}` must be a bool, got {value!r} (a {type(value).__name__})."
-        )
-
-
 def _check_threshold(owner: str, threshold: Any) -> None:
     # Below rho = 4 the rectification term is imaginary: a threshold there would
     # take "rectified" steps of size zero. An infinite one would never rectify.
@@ -560,7 +540,7 @@ def _rectify(
     validation.check_decay(owner, "b1", b1)
     validation.check_decay(owner, "b2", b2)
     _check_threshold(owner, threshold)
-    _check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
+    validation.check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
     _warn_on_mismatch(owner, inner, "b1", b1)
     _warn_on_mismatch(owner, inner, "b2", b2)
     inner = optax.with_extra_args_support(inner)
@@ -718,7 +698,7 @@ def _scale_by_radam(
     """:func:`scale_by_radam` with ``owner`` (the public function called) in its messages."""
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     _check_threshold(owner, threshold)
-    _check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
+    validation.check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
     adam = _scale_by_adam_unbiased_eps(
         owner, b1, b2, eps, dtypes.canonical_dtype(mu_dtype), dtypes.canonical_dtype(nu_dtype)
     )
@@ -797,7 +777,7 @@ def radam(
     owner = "gdtx.radam"
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     _check_threshold(owner, threshold)
-    _check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
+    validation.check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
     direction = _scale_by_radam(
         owner,
         b1,

@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from gdtx._core import dtypes, rectification, validation
@@ -59,26 +58,6 @@ class ScaleByBeliefState(NamedTuple):
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates | None
-
-
-def _check_flags(owner: str, **flags: Any) -> None:
-    """Raises ``TypeError`` unless each flag is a Python (or NumPy) bool.
-
-    A string such as ``"False"`` is truthy and would switch the variant on; a
-    traced flag (``optax.inject_hyperparams`` without ``static_args``) cannot
-    choose a branch.
-    """
-    for name, value in flags.items():
-        if isinstance(value, bool | np.bool_):
-            continue
-        if isinstance(value, jax.core.Tracer):
-            raise TypeError(
-                f"{owner}: `{name}` selects a variant and cannot be traced; with "
-                f"optax.inject_hyperparams, list it in `static_args`."
-            )
-        raise TypeError(
-            f"{owner}: `{name}` must be a bool, got {value!r} (a {type(value).__name__})."
-        )
 
 
 def _validate(owner: str, b1: Any, b2: Any, eps: Any, eps_root: Any, mu_dtype, nu_dtype) -> None:
@@ -197,7 +176,7 @@ def _scale_by_belief(
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`scale_by_belief` with ``owner`` (the public function called) in its messages."""
     _validate(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
-    _check_flags(
+    validation.check_flags(
         owner,
         amsgrad=amsgrad,
         rectify=rectify,
@@ -381,7 +360,7 @@ def adabelief(
     """
     owner = "gdtx.adabelief"
     _validate(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
-    _check_flags(
+    validation.check_flags(
         owner,
         amsgrad=amsgrad,
         rectify=rectify,

@@ -1069,7 +1069,7 @@ def error_feedback(
     error_dtype = dtypes.canonical_dtype(error_dtype)
 
     def init_fn(params):
-        _check_error_dtype(owner, error_dtype, params)
+        dtypes.check_phase_dtype(owner, "error_dtype", params, error_dtype)
         zeros = dtypes.zeros_like_params(params, error_dtype)
         if axis_name is not None:
             zeros = jax.tree.map(lambda z: as_per_device(z, axis_name, init=True), zeros)
@@ -1113,21 +1113,6 @@ def error_feedback(
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     return validation.checking_params(tx, owner, allow_complex=True)
-
-
-def _check_error_dtype(owner, error_dtype, params):
-    """Refuses a real ``error_dtype`` for complex parameters (the residual would lose Im)."""
-    if error_dtype is None or jnp.issubdtype(error_dtype, jnp.complexfloating):
-        return
-    for path, leaf in jax.tree.flatten_with_path(params)[0]:
-        dtype = getattr(leaf, "dtype", None)
-        if dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating):
-            raise TypeError(
-                f"{owner}: `error_dtype={jnp.dtype(error_dtype).name}` is real, but the "
-                f"parameter at {jax.tree_util.keystr(path) or '(the root)'} is "
-                f"{jnp.dtype(dtype).name}: the residual would lose its imaginary part. Use a "
-                f"complex `error_dtype` (e.g. jnp.complex64) or None."
-            )
 
 
 __all__ = [

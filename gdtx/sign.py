@@ -121,21 +121,6 @@ def scale_by_sign() -> optax.GradientTransformationExtraArgs:
     return validation.checking_params(tx, owner, allow_complex=True)
 
 
-def _check_state_dtype(owner: str, knob: str, dtype: Any, params: Any) -> None:
-    """Refuses a real state dtype for complex parameters (it would drop the imaginary part)."""
-    if dtype is None or jnp.issubdtype(dtype, jnp.complexfloating):
-        return
-    for path, leaf in jax.tree.flatten_with_path(params)[0]:
-        leaf_dtype = getattr(leaf, "dtype", None)
-        if leaf_dtype is not None and jnp.issubdtype(leaf_dtype, jnp.complexfloating):
-            raise TypeError(
-                f"{owner}: `{knob}={jnp.dtype(dtype).name}` is real, but the parameter at "
-                f"{jax.tree_util.keystr(path) or '(the root)'} is {jnp.dtype(leaf_dtype).name}: "
-                f"the state would lose its imaginary part. Use a complex `{knob}` "
-                f"(e.g. jnp.complex64) or None."
-            )
-
-
 class ScaleBySignumState(NamedTuple):
     """State of :func:`scale_by_signum`.
 
@@ -209,7 +194,7 @@ def _scale_by_signum(owner, beta, mu_dtype):
     """:func:`scale_by_signum` whose messages name ``owner`` (the alias the user called)."""
 
     def init_fn(params):
-        _check_state_dtype(owner, "mu_dtype", mu_dtype, params)
+        dtypes.check_phase_dtype(owner, "mu_dtype", params, mu_dtype)
         return ScaleBySignumState(
             count=jnp.zeros([], jnp.int32), mu=dtypes.zeros_like_params(params, mu_dtype)
         )
@@ -371,7 +356,7 @@ class SignumVoteState(NamedTuple):
 
 def _scale_by_signum_vote(owner, beta, axis_name, wire, mu_dtype):
     def init_fn(params):
-        _check_state_dtype(owner, "mu_dtype", mu_dtype, params)
+        dtypes.check_phase_dtype(owner, "mu_dtype", params, mu_dtype)
         zeros = dtypes.zeros_like_params(params, mu_dtype)
         mu = jax.tree.map(lambda z: as_per_device(z, axis_name, init=True), zeros)
         return SignumVoteState(count=jnp.zeros([], jnp.int32), mu=mu)

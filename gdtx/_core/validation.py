@@ -203,6 +203,26 @@ def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> N
         _fail(owner, name, f"one of {choices}", value)
 
 
+def check_flags(owner: str, **flags: Any) -> None:
+    """Raises ``TypeError`` unless each flag is a Python (or NumPy) bool.
+
+    A string such as ``"False"`` is truthy and would switch a variant on; a
+    traced flag (``optax.inject_hyperparams`` without ``static_args``) cannot
+    choose a branch.
+    """
+    for name, value in flags.items():
+        if isinstance(value, bool | np.bool_):
+            continue
+        if isinstance(value, jax.core.Tracer):
+            raise TypeError(
+                f"{owner}: `{name}` selects a variant and cannot be traced; with "
+                f"optax.inject_hyperparams, list it in `static_args`."
+            )
+        raise TypeError(
+            f"{owner}: `{name}` must be a bool, got {value!r} (a {type(value).__name__})."
+        )
+
+
 def check_dtype(owner: str, name: str, value: Any) -> None:
     """Raises ``ValueError`` unless ``value`` is None or a floating/complex dtype."""
     if value is None:
@@ -285,25 +305,36 @@ def checking_params(
     return extra_args.declare(checked, extra_args.required_extra_args(tx))
 
 
+def _check_same_tree(owner: str, updates: Any, reference: Any, tree_msg, leaf_msg) -> None:
+    """Compares structure, then shapes leaf by leaf (trace time: static information only)."""
+    upd_leaves, upd_def = jax.tree.flatten_with_path(updates)
+    ref_leaves, ref_def = jax.tree.flatten_with_path(reference)
+    if upd_def != ref_def:
+        raise ValueError(f"{owner}: {tree_msg(upd_def, ref_def)}")
+    for (path, u), (_, r) in zip(upd_leaves, ref_leaves, strict=True):
+        if np.shape(u) != np.shape(r):
+            where = jax.tree_util.keystr(path)
+            raise ValueError(f"{owner}: {leaf_msg(where, np.shape(u), np.shape(r))}")
+
+
 def check_like_state(owner: str, updates: Any, reference: Any, what: str = "updates") -> None:
     """Raises ``ValueError`` if ``updates`` and a params-shaped state tree differ.
 
     Runs at trace time (it compares static structure and shapes only), so it
     costs nothing inside a compiled step.
     """
-    upd_leaves, upd_def = jax.tree.flatten_with_path(updates)
-    ref_leaves, ref_def = jax.tree.flatten_with_path(reference)
-    if upd_def != ref_def:
-        raise ValueError(
-            f"{owner}: the {what} tree does not match the parameters the state was "
-            f"initialised with.\n  {what}: {upd_def}\n  state: {ref_def}"
-        )
-    for (path, u), (_, r) in zip(upd_leaves, ref_leaves, strict=True):
-        if np.shape(u) != np.shape(r):
-            raise ValueError(
-                f"{owner}: {what} at {jax.tree_util.keystr(path)} has shape {np.shape(u)}, "
-                f"but the state was initialised for shape {np.shape(r)}."
-            )
+    _check_same_tree(
+        owner,
+        updates,
+        reference,
+        lambda got, want: (
+            f"the {what} tree does not match the parameters the state was "
+            f"initialised with.\n  {what}: {got}\n  state: {want}"
+        ),
+        lambda where, got, want: (
+            f"{what} at {where} has shape {got}, but the state was initialised for shape {want}."
+        ),
+    )
 
 
 def check_like_params(owner: str, updates: Any, params: Any | None) -> None:
@@ -315,19 +346,17 @@ def check_like_params(owner: str, updates: Any, params: Any | None) -> None:
     """
     if params is None:
         return
-    upd_leaves, upd_def = jax.tree.flatten_with_path(updates)
-    par_leaves, par_def = jax.tree.flatten_with_path(params)
-    if upd_def != par_def:
-        raise ValueError(
-            f"{owner}: the updates tree does not match the params tree.\n"
-            f"  updates: {upd_def}\n  params:  {par_def}"
-        )
-    for (path, u), (_, p) in zip(upd_leaves, par_leaves, strict=True):
-        if np.shape(u) != np.shape(p):
-            raise ValueError(
-                f"{owner}: the update at {jax.tree_util.keystr(path)} has shape "
-                f"{np.shape(u)}, but the parameter has shape {np.shape(p)}."
-            )
+    _check_same_tree(
+        owner,
+        updates,
+        params,
+        lambda got, want: (
+            f"the updates tree does not match the params tree.\n  updates: {got}\n  params:  {want}"
+        ),
+        lambda where, got, want: (
+            f"the update at {where} has shape {got}, but the parameter has shape {want}."
+        ),
+    )
 
 
 def check_state_type(owner: str, state: Any, expected_type: type) -> None:
