@@ -47,6 +47,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every = 1000
     config.checkpoints_to_keep = 2
 
+    # Every run records the norm of the raw minibatch gradient at every step
+    # (results.json: `grad_norms`): "l2" for SGD-type optimizers, "l1" for
+    # Adam-type ones, "auto" picks by the optimizer's name (an entry may set its
+    # own `grad_norm`). `refine_from` (a previous run's workdir, "" = off) trains
+    # each optimizer with the refined schedule of that run's norms
+    # (gdtx.refined, Defazio et al. 2023) instead of its constant learning rate,
+    # peaking at the entry's `learning_rate`; `refine_smoothing` is the width of
+    # the median filter as a fraction of the recorded steps.
+    config.grad_norm = "auto"
+    config.refine_from = ""
+    config.refine_smoothing = 0.1
+
     # The optimizers compared side by side, in this order. `name` is a key of
     # `OPTIMIZERS` in gdtx/experiments/train.py, or "gdtx.<alias>" /
     # "optax.<alias>"; an entry may add `kwargs` (a dict passed to the

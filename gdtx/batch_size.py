@@ -50,6 +50,7 @@ import numpy as np
 import optax
 
 from gdtx._core import dtypes, validation
+from gdtx.schedules import scale_for_batch_size
 
 _DEFAULT_MAX_BATCH_SIZE = 50_000
 
@@ -426,6 +427,18 @@ def allowed_batch_sizes(initial_batch_size: int, max_batch_size: int) -> tuple[i
     return (*sizes, max_batch_size)
 
 
+def _rescaled(
+    optimizer: optax.GradientTransformation, base_batch_size: int, rule: str
+) -> optax.GradientTransformation:
+    """``optimizer`` with its step scaled by the batch-size rule, the size injected."""
+
+    def rescaled(batch_size):
+        factor = scale_for_batch_size(1.0, base_batch_size, batch_size, rule)
+        return optax.chain(optimizer, optax.scale(factor))
+
+    return optax.inject_hyperparams(rescaled)(batch_size=float(base_batch_size))
+
+
 def train_with_adaptive_batches(
     loss_fn: Callable[[Any, Any], jax.Array],
     params: Any,
@@ -442,6 +455,7 @@ def train_with_adaptive_batches(
     blockwise: bool = False,
     batch_sizes: Sequence[int] | None = None,
     seed: int = 0,
+    learning_rate_rule: str | None = None,
 ) -> tuple[Any, optax.OptState, AdaptiveBatchHistory]:
     """Trains with a batch that grows whenever the batch-size test fails.
 
@@ -451,6 +465,19 @@ def train_with_adaptive_batches(
     gradients. The next size is the test's :func:`next_batch_size`, rounded up to
     the next of ``batch_sizes`` (default :func:`allowed_batch_sizes`), so the
     jitted step compiles once per size. The batch never shrinks.
+
+    By default the learning rate stays what ``optimizer`` makes it. With
+    ``learning_rate_rule`` the step at batch size ``b`` is rescaled by the rule of
+    Granziol et al. (:func:`gdtx.scale_for_batch_size` with ``B_0 =
+    initial_batch_size``): ``b / B_0`` (``"linear"``, for SGD) or ``sqrt(b / B_0)``
+    (``"sqrt"``, for Adam and AdaGrad-type methods such as AdAdaGrad). The loop
+    then trains ``optax.inject_hyperparams`` of ``chain(optimizer,
+    scale(factor(batch_size)))`` with the batch size as a hyperparameter, set
+    (same dtype) whenever the batch grows, so the step still compiles once per
+    size and not once per step. Scaling the update is scaling the learning rate
+    for every optimizer whose update is proportional to it (the optax and gdtx
+    aliases: SGD, Adam, AdaGrad, AdaGrad-Norm, ...); the returned state is the
+    ``InjectHyperparamsState`` (``hyperparams["batch_size"]`` is the last size).
 
     Args:
       loss_fn: ``loss_fn(params, example) -> scalar`` for one example (a slice of
@@ -471,6 +498,8 @@ def train_with_adaptive_batches(
       batch_sizes: the sizes the loop may use (sorted; must contain
         ``initial_batch_size`` and ``max_batch_size``); None for powers of two.
       seed: seeds the sampling of the batches (numpy ``default_rng``).
+      learning_rate_rule: None (the default: the rate is left alone), ``"linear"``
+        or ``"sqrt"``: rescale the learning rate as the batch grows.
 
     Returns:
       ``(params, opt_state, history)`` with an :class:`AdaptiveBatchHistory`.
@@ -513,6 +542,9 @@ def train_with_adaptive_batches(
     if not isinstance(blockwise, bool | np.bool_):
         raise TypeError(f"{owner}: `blockwise` must be a bool, got {blockwise!r}.")
     validation.check_static_integer(owner, "seed", seed, 0)
+    if learning_rate_rule is not None:
+        validation.check_choice(owner, "learning_rate_rule", learning_rate_rule, ("linear", "sqrt"))
+        optimizer = _rescaled(optimizer, initial_batch_size, learning_rate_rule)
     if batch_sizes is not None:
         for size in batch_sizes:
             validation.check_static_integer(owner, "batch_sizes", size, 2)
@@ -564,6 +596,10 @@ def train_with_adaptive_batches(
     b = initial_batch_size
     record = {"b": [], "passed": [], "required": [], "loss": []}
     for _ in range(num_steps):
+        if learning_rate_rule is not None:
+            # full_like keeps the dtype (and so the compiled step) of the state.
+            hyper = opt_state.hyperparams
+            hyper["batch_size"] = jnp.full_like(hyper["batch_size"], b)
         idx = rng.choice(num_examples, b, replace=False)
         batch = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[idx]), data)  # noqa: B023
         params, opt_state, result, loss = step(params, opt_state, batch)

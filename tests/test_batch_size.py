@@ -449,3 +449,53 @@ def test_complex_gradients_are_their_real_and_imaginary_parts(blockwise):
         for a, b in zip(ours, real, strict=True):
             assert not jnp.iscomplexobj(a)
             np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+# --- issue 19: the learning rate follows the batch size (Granziol et al.) -----------------
+
+
+def _linear_loss_replay(history, y, seed, factor):
+    # loss(w, y_i) = <w, y_i>: the gradient y_i does not depend on w, so the batches
+    # (and the test's decisions) are the same whatever the rate, and SGD(1) moves by
+    # -factor(b_t) * mean(y[batch_t]) at step t; replay the loop's sampling.
+    rng = np.random.default_rng(seed)
+    w = np.zeros(y.shape[1])
+    for b in history.batch_sizes:
+        idx = rng.choice(len(y), b, replace=False)
+        w -= factor(b) * y[idx].mean(0)
+    return w
+
+
+@pytest.mark.parametrize(
+    ("rule", "factor"),
+    [(None, lambda b: 1.0), ("linear", lambda b: b / 4), ("sqrt", lambda b: (b / 4) ** 0.5)],
+)
+def test_the_learning_rate_is_rescaled_as_the_batch_grows(rule, factor):
+    y = np.random.default_rng(0).normal(0.3, 1.0, size=(512, 3)).astype(np.float32)
+    loss = lambda w, y_i: jnp.dot(w, y_i)  # noqa: E731
+    w, state, history = gdtx.train_with_adaptive_batches(
+        loss, jnp.zeros(3), optax.sgd(1.0), y, num_steps=6, eta=0.3, batch_sizes=(4, 32, 256),
+        initial_batch_size=4, max_batch_size=256, seed=3, learning_rate_rule=rule,
+    )  # fmt: skip
+    sizes = history.batch_sizes
+    assert sizes[0] == 4 and len(set(sizes.tolist())) == 3, sizes  # it grew in stages
+    _check_history(history, (4, 32, 256))  # compiled once per size
+    np.testing.assert_allclose(w, _linear_loss_replay(history, y, 3, factor), rtol=1e-5)
+    if rule is None:
+        assert not hasattr(state, "hyperparams")  # the optimizer's own state, unchanged
+    else:
+        assert float(state.hyperparams["batch_size"]) == sizes[-1]
+        # ... and the rule matters: the unscaled replay is not what happened.
+        unscaled = _linear_loss_replay(history, y, 3, lambda b: 1.0)
+        assert not np.allclose(w, unscaled, rtol=1e-3)
+
+
+def test_the_learning_rate_rule_is_checked_in_the_loops_name():
+    y, loss = _least_squares(n=64)
+    with pytest.raises(
+        ValueError, match=r"gdtx\.train_with_adaptive_batches: `learning_rate_rule` must be one"
+    ):
+        gdtx.train_with_adaptive_batches(
+            loss, jnp.zeros(3), optax.sgd(0.1), y, num_steps=1, initial_batch_size=4,
+            max_batch_size=32, learning_rate_rule="quadratic",
+        )  # fmt: skip

@@ -12,6 +12,13 @@ optimizer. The comparison is written to ``workdir``:
 * ``config.json``: the resolved config (overrides applied), written before
   training starts (kept as it is when the workdir's checkpoints belong to
   another config, whose resumption then fails).
+* Per optimizer in ``results.json`` also ``grad_norms`` (the norm of the raw
+  minibatch gradient at every step 1..num_steps, ``grad_norm_kind`` "l2" or
+  "l1": ``config.grad_norm``, "auto" = "l1" for Adam-type optimizers) and
+  ``update_norms`` (the l2 norm of every applied update; for plain SGD
+  ``update_norms / grad_norms`` is the learning rate applied). A later run with
+  ``--config.refine_from=<this workdir>`` trains with the refined schedule
+  ``gdtx.refined`` of these norms (Defazio et al.).
 * ``checkpoints/<optimizer>/<step>/``: Orbax checkpoints every
   ``config.checkpoint_every`` steps (0 disables them) holding the parameters,
   the optimizer state, the JAX key, the data sampler's state (data order and
@@ -84,7 +91,10 @@ def _resolve(name: str) -> Factory:
 
 
 def make_optimizer(
-    name: str, learning_rate: float, kwargs: dict[str, Any] | None = None
+    name: str,
+    learning_rate: float,
+    kwargs: dict[str, Any] | None = None,
+    schedule: Callable[[float], optax.Schedule] | None = None,
 ) -> optax.GradientTransformation:
     """Builds ``name`` (a key of ``OPTIMIZERS``, or ``gdtx.X`` / ``optax.X``).
 
@@ -93,6 +103,9 @@ def make_optimizer(
     ``name``, an optional ``learning_rate`` (default: this one) and optional
     ``kwargs``; e.g. ``{"name": "gdtx.sam", "learning_rate": 0.1, "kwargs":
     {"rho": 0.05, "inner": {"name": "sgd"}}}``.
+
+    ``schedule``, if given, maps the (peak) learning rate to an optax schedule
+    that is passed instead of it; for a wrapper it applies to the inner optimizer.
     """
     factory = _resolve(name)
     kwargs = dict(kwargs or {})
@@ -103,11 +116,14 @@ def make_optimizer(
         inner = dict(kwargs.pop("inner"))
         return factory(
             make_optimizer(
-                inner["name"], inner.get("learning_rate", learning_rate), inner.get("kwargs")
+                inner["name"],
+                inner.get("learning_rate", learning_rate),
+                inner.get("kwargs"),
+                schedule,
             ),
             **kwargs,
         )
-    return factory(learning_rate, **kwargs)
+    return factory(learning_rate if schedule is None else schedule(learning_rate), **kwargs)
 
 
 # Extra arguments the training step can hand to ``tx.update`` when an
@@ -124,9 +140,17 @@ def _optimizer_kwargs(opt_config: ml_collections.ConfigDict) -> dict[str, Any]:
     return kwargs.to_dict() if isinstance(kwargs, ml_collections.ConfigDict) else dict(kwargs)
 
 
-def build_optimizer(opt_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The optimizer of one ``config.optimizers`` entry; fails on unsupplied extra args."""
-    tx = make_optimizer(opt_config.name, opt_config.learning_rate, _optimizer_kwargs(opt_config))
+def build_optimizer(
+    opt_config: ml_collections.ConfigDict,
+    schedule: Callable[[float], optax.Schedule] | None = None,
+) -> optax.GradientTransformation:
+    """The optimizer of one ``config.optimizers`` entry; fails on unsupplied extra args.
+
+    ``schedule`` (see :func:`make_optimizer`) turns its learning rate into a schedule.
+    """
+    tx = make_optimizer(
+        opt_config.name, opt_config.learning_rate, _optimizer_kwargs(opt_config), schedule
+    )
     missing = gdtx.required_extra_args(tx) - SUPPLIED_EXTRA_ARGS
     if missing:
         raise ValueError(
@@ -134,6 +158,121 @@ def build_optimizer(opt_config: ml_collections.ConfigDict) -> optax.GradientTran
             f"the training loop does not supply (it supplies {sorted(SUPPLIED_EXTRA_ARGS)})."
         )
     return tx
+
+
+# Adam-type (coordinate-wise adaptive) optimizers: their refinement uses l1 norms
+# (Defazio et al., Algorithm 2); everything else (SGD, momentum, sign methods) l2.
+_ADAPTIVE = (
+    *("adam", "adabelief", "adagrad", "adafactor", "diffgrad", "msvag", "rmsprop"),
+    *("lamb", "yogi", "novograd", "amsgrad", "sophia", "adan", "adadelta"),
+)
+
+
+def _base_names(opt_config) -> list[str]:
+    """The optimizer's name and, for a wrapper, the wrapped optimizer's (innermost last)."""
+    names = [opt_config.name]
+    inner = _optimizer_kwargs(opt_config).get("inner")
+    while inner is not None:
+        inner = dict(inner)
+        names.append(inner["name"])
+        inner = dict(inner.get("kwargs") or {}).get("inner")
+    return [n.rpartition(".")[2].lower() for n in names]
+
+
+def grad_norm_kind(config: ml_collections.ConfigDict, opt_config) -> str:
+    """Which gradient norm a run records: ``"l2"`` (SGD-type) or ``"l1"`` (Adam-type).
+
+    The optimizer entry's ``grad_norm``, else ``config.grad_norm``; ``"auto"``
+    (the default) picks ``"l1"`` when the optimizer (or the one a wrapper such as
+    ``gdtx.sam`` wraps) is Adam-type, ``"l2"`` otherwise.
+    """
+    kind = opt_config.get("grad_norm", None) or config.get("grad_norm", "auto")
+    if kind == "auto":
+        inner = _base_names(opt_config)[-1]
+        return "l1" if any(a in inner for a in _ADAPTIVE) else "l2"
+    if kind not in ("l1", "l2"):
+        raise ValueError(f"--config.grad_norm must be 'auto', 'l1' or 'l2', got {kind!r}.")
+    return kind
+
+
+def training_optimizer(
+    config: ml_collections.ConfigDict,
+    opt_config,
+    schedule: Callable[[float], optax.Schedule] | None = None,
+) -> optax.GradientTransformation:
+    """``build_optimizer`` between two norm recorders, as ``train_and_evaluate`` trains it.
+
+    ``gdtx.chain(record_grad_norm(kind), tx, record_grad_norm("l2"))``: the
+    first records the norm of the raw gradient (for refinement), the last the
+    l2 norm of the update that is applied. ``gdtx.chain`` keeps the extra
+    arguments that ``tx`` declares (``grad_fn`` of SAM, ...). The state is the
+    tuple ``(RecordGradNormState, state of tx, RecordGradNormState)``.
+    """
+    tx = build_optimizer(opt_config, schedule)
+    return gdtx.chain(
+        gdtx.record_grad_norm(grad_norm_kind(config, opt_config)), tx, gdtx.record_grad_norm("l2")
+    )
+
+
+def _norms_of(opt_state) -> tuple[jax.Array, jax.Array]:
+    """The (gradient norm, update norm) of the last step of a ``training_optimizer`` state."""
+    return opt_state[0].grad_norm, opt_state[-1].grad_norm
+
+
+def refinement_sources(config: ml_collections.ConfigDict, labels: list[str]) -> list[Any]:
+    """Per optimizer, ``(grad_norms, kind)`` from ``config.refine_from``'s results (or None).
+
+    The previous run's entry is the one with the same label, else the only one
+    with the same optimizer name. Errors name ``--config.refine_from``.
+    """
+    run_dir = config.get("refine_from", "")
+    if not run_dir:
+        return [None] * len(labels)
+    flag = f"--config.refine_from={run_dir}"
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{flag}: no such run directory.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{flag}: {path} does not exist; point it at the workdir of a finished gdtx-train run."
+        )
+    with open(path) as f:
+        previous = json.load(f).get("optimizers", {})
+    sources = []
+    for label, opt_config in zip(labels, config.optimizers, strict=True):
+        entry = previous.get(label)
+        if entry is None:
+            same_name = [e for e in previous.values() if e.get("name") == opt_config.name]
+            entry = same_name[0] if len(same_name) == 1 else None
+        if entry is None:
+            raise ValueError(
+                f"{flag}: {path} has no optimizer {label!r} (nor exactly one named "
+                f"{opt_config.name!r}); it has {sorted(previous)}."
+            )
+        norms = entry.get("grad_norms")
+        if not norms:
+            raise ValueError(
+                f"{flag}: the entry {label!r} of {path} has no recorded `grad_norms` "
+                "(written by gdtx-train since issue 19); rerun it to record them."
+            )
+        kind = entry.get("grad_norm_kind", "l2")
+        if kind != grad_norm_kind(config, opt_config):
+            raise ValueError(
+                f"{flag}: {label!r} recorded {kind} norms but this run's optimizer records "
+                f"{grad_norm_kind(config, opt_config)}; set --config.grad_norm={kind}."
+            )
+        sources.append((norms, kind))
+    return sources
+
+
+def _refined_schedule(config, source) -> Callable[[float], optax.Schedule] | None:
+    if source is None:
+        return None
+    norms, kind = source
+    smoothing = config.get("refine_smoothing", 0.1)
+    return lambda peak: gdtx.refined(
+        norms, total_steps=config.num_steps, smoothing=smoothing, norm=kind, peak=peak
+    )
 
 
 def eval_steps(num_steps: int, eval_every: int) -> list[int]:
@@ -275,30 +414,48 @@ def train_one(
         for m in metrics:
             curves[f"{split}_{m}"] = []
     config_json = _comparable(json.loads(config.to_json()))
+    # Per training step: the norms recorded by `training_optimizer`'s recorders (a
+    # plain `tx` records nothing). Device scalars wait in `pending` and are fetched
+    # together at eval and checkpoint steps: no host sync per step.
+    recording = isinstance(opt_state, tuple) and all(
+        isinstance(opt_state[i], gdtx.RecordGradNormState) for i in (0, -1)
+    )
+    step_log: dict[str, list] = {"grad_norm": [], "update_norm": []}
+    pending: list[tuple[jax.Array, jax.Array]] = []
+
+    def flush() -> None:
+        for g, u in jax.device_get(pending):
+            step_log["grad_norm"].append(float(g))
+            step_log["update_norm"].append(float(u))
+        pending.clear()
 
     manager = _checkpoint_manager(config, workdir, label)
     first_step = 1
     if manager is not None and manager.latest_step() is not None:
+        # The metadata first: a checkpoint of another config (another optimizer, or
+        # a refined schedule, whose state differs) fails on the config, not the state.
+        meta = manager.restore(
+            manager.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+        )["meta"]
+        if meta["config"] != config_json:
+            raise ValueError(
+                f"The checkpoint in {workdir!r} for {label!r} was written with a different "
+                "config; use a fresh --workdir."
+            )
         restored = manager.restore(
             manager.latest_step(),
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(
                     checkpoint.abstract_train_state(tx, params, key=key)
                 ),
-                meta=ocp.args.JsonRestore(),
             ),
         )
-        meta = restored["meta"]
-        if meta["config"] != config_json:
-            raise ValueError(
-                f"The checkpoint in {workdir!r} for {label!r} was written with a different "
-                "config; use a fresh --workdir."
-            )
         params = restored["state"]["params"]
         opt_state = restored["state"]["opt_state"]
         key = restored["state"]["key"]
         sampler.load_state_dict(meta["sampler"])
         curves = meta["curves"]
+        step_log = meta["step_log"]
         first_step = meta["step"] + 1
 
     def record(step: int) -> None:
@@ -312,6 +469,7 @@ def train_one(
     def save(step: int, force: bool = False) -> None:
         if manager is None or not (force or manager.should_save(step)):
             return
+        flush()
         manager.save(
             step,
             args=ocp.args.Composite(
@@ -325,6 +483,7 @@ def train_one(
                                 "step": step,
                                 "sampler": sampler.state_dict(),
                                 "curves": curves,
+                                "step_log": step_log,
                                 "config": config_json,
                             }
                         )
@@ -352,6 +511,8 @@ def train_one(
         for step in range(first_step, last + 1):
             batch = task.batch(sampler.next())
             params, opt_state, key, loss = train_step(params, opt_state, key, batch)
+            if recording:
+                pending.append(_norms_of(opt_state))
             if step == first_step:
                 jax.block_until_ready(loss)
                 compile_time = time.perf_counter() - segment_start
@@ -362,6 +523,7 @@ def train_one(
             if step in to_eval:
                 jax.block_until_ready(loss)
                 train_time += time.perf_counter() - segment_start
+                flush()
                 record(step)
                 bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in curves.items() if k != "step"})
                 segment_start = time.perf_counter()
@@ -372,6 +534,7 @@ def train_one(
         manager.close()
     if last < config.num_steps:
         return None
+    flush()
     wall_time = time.perf_counter() - start
 
     primary = "test_accuracy" if task.has_accuracy else "test_loss"
@@ -400,6 +563,11 @@ def train_one(
             "curves": curves,
         }
     )
+    if recording:
+        results.update(
+            grad_norms=step_log["grad_norm"],
+            update_norms=step_log["update_norm"],
+        )
     return results
 
 
@@ -514,12 +682,17 @@ def train_and_evaluate(
     os.makedirs(workdir, exist_ok=True)
     # Build every optimizer first so that a typo fails before any training.
     labels = _labels(config.optimizers)
-    txs = [build_optimizer(c) for c in config.optimizers]
+    sources = refinement_sources(config, labels)
+    txs = [
+        training_optimizer(config, c, _refined_schedule(config, source))
+        for c, source in zip(config.optimizers, sources, strict=True)
+    ]
     write_config(config, workdir)
     # Runs of the same config in one process (a resumed run, tests, notebooks)
     # reuse the task and the compiled functions of the previous run; only the
     # latest config is kept.
-    cache_key = json.dumps(_comparable(json.loads(config.to_json())), sort_keys=True)
+    # (The refinement's norms are part of the key: the run it refines may have changed.)
+    cache_key = json.dumps([_comparable(json.loads(config.to_json())), sources], sort_keys=True)
     if _CACHE.get("key") != cache_key:
         _CACHE.clear()
         task = tasks.make_task(config)
@@ -549,8 +722,8 @@ def train_and_evaluate(
         "num_test_examples": task.num_test,
         "optimizers": {},
     }
-    for label, opt_config, tx, train_step in zip(
-        labels, config.optimizers, txs, _CACHE["train_steps"], strict=True
+    for label, opt_config, tx, train_step, source in zip(
+        labels, config.optimizers, txs, _CACHE["train_steps"], sources, strict=True
     ):
         metrics = train_one(
             config,
@@ -567,8 +740,14 @@ def train_and_evaluate(
         results["optimizers"][label] = {
             "name": opt_config.name,
             "learning_rate": opt_config.learning_rate,
+            **(
+                {}
+                if source is None
+                else {"schedule": "refined", "refined_from": config.refine_from}
+            ),
             **metrics,
         }
+        results["optimizers"][label]["grad_norm_kind"] = grad_norm_kind(config, opt_config)
     if stop_after is not None and stop_after < config.num_steps:
         return None
 

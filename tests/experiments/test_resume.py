@@ -77,7 +77,7 @@ def _without_timings(results):
 
 
 def _final_state(workdir, config, label):
-    tx = train.build_optimizer(config.optimizers[0])
+    tx = train.training_optimizer(config, config.optimizers[0])
     from flax import nnx
 
     from gdtx.experiments import tasks
@@ -127,8 +127,12 @@ def test_resumed_run_is_bit_identical(straight, tmp_path):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    # The optimizer state comes back as its own NamedTuple, not a tuple.
-    assert isinstance(b["opt_state"][0], gdtx.ScaleByBeliefState)
+    # The optimizer state comes back as its own NamedTuple, not a tuple (between
+    # the gradient-norm and update-norm recorders of train.training_optimizer).
+    assert isinstance(b["opt_state"][0], gdtx.RecordGradNormState)
+    assert isinstance(b["opt_state"][1][0], gdtx.ScaleByBeliefState)
+    # The per-step norms survive the restore (they are compared above, too).
+    assert len(resumed["optimizers"][label]["grad_norms"]) == config.num_steps
 
 
 def test_resume_without_the_data_order_differs(straight, tmp_path, monkeypatch):
