@@ -42,6 +42,7 @@ from gdtx.compression import (
     terngrad,
 )
 from gdtx.data_parallel import DataParallel, data_parallel_step
+from gdtx.diana import ArtemisState, artemis, artemis_wire_bytes, diana
 from gdtx.distributed import MajorityVoteState, majority_vote, per_device_specs
 from gdtx.frank_wolfe import (
     DeterministicFrankWolfeState,
@@ -100,6 +101,7 @@ from gdtx.variance import (
 __all__ = [
     "ACGDState",
     "AdaptiveBatchHistory",
+    "ArtemisState",
     "BatchGradientStatistics",
     "BatchSizeTest",
     "CGDState",
@@ -127,6 +129,8 @@ __all__ = [
     "adabelief",
     "adagrad_norm",
     "allowed_batch_sizes",
+    "artemis",
+    "artemis_wire_bytes",
     "atomo",
     "augmented_inner_product_test",
     "batch_gradient_statistics",
@@ -137,6 +141,7 @@ __all__ = [
     "conjugate_gradient",
     "data_parallel_step",
     "deterministic_frank_wolfe",
+    "diana",
     "diffgrad",
     "error_feedback",
     "frank_wolfe_gap",
