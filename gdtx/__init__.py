@@ -59,6 +59,7 @@ from gdtx.frank_wolfe import (
 )
 from gdtx.games import ACGDState, CGDState, acgd, cgd, conjugate_gradient
 from gdtx.mfac import ScaleByMFACState, mfac, scale_by_mfac
+from gdtx.robust import RobustMeanState, robust_mean
 from gdtx.schedules import (
     RecordGradNormState,
     linear_decay,
@@ -113,6 +114,7 @@ __all__ = [
     "OneSampleFrankWolfeState",
     "RecordGradNormState",
     "RectifyState",
+    "RobustMeanState",
     "SALRState",
     "SAMState",
     "ScaleByAdagradNormState",
@@ -169,6 +171,7 @@ __all__ = [
     "refined",
     "refined_multipliers",
     "required_extra_args",
+    "robust_mean",
     "salr",
     "salr_multiplier",
     "sam",
