@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +27,7 @@ import gdtx
 from gdtx import compression
 from gdtx.distributed import hlo_collectives
 from tests import tiny_digits as td
+from tests.two_processes import run_two_processes
 
 P = jax.sharding.PartitionSpec
 Z_MAX = 6.0
@@ -777,40 +777,10 @@ def test_two_processes_average_qsgd_like_one(tmp_path):
         pytest.skip(
             "simulated devices are CPU devices: on an accelerator machine use JAX_PLATFORMS=cpu"
         )
-    import os
-    import socket
-    import subprocess
-    import sys
 
     worker = tmp_path / "qsgd_worker.py"
     worker.write_text(_WORKER)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env["JAX_PLATFORMS"] = "cpu"  # CPU collectives (gloo), also on a machine with a GPU
-    env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parents[1])
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(worker), str(port), str(pid), str(tmp_path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for pid in range(2)
-    ]
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=120)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    for proc, out in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, out[-3000:]
+    run_two_processes(worker, tmp_path, timeout=120)
     results = [json.loads((tmp_path / f"qsgd_{pid}.json").read_text()) for pid in range(2)]
     np.testing.assert_array_equal(results[0], results[1])
     # The same four gradients on four devices of this process, with the same keys.

@@ -28,6 +28,7 @@ import gdtx
 from gdtx.distributed import hlo_collectives
 from tests import tiny_digits as td
 from tests.registry import ALL_CASES
+from tests.two_processes import run_two_processes
 
 COLLECTIVE_ROWS = [case for case in ALL_CASES if case.axis_name == "data"]
 
@@ -284,40 +285,10 @@ def two_process_batches(steps=4, batch=32):
 
 @pytest.mark.xdist_group("multiprocess_vote")
 def test_two_processes_step_like_one(tmp_path):
-    import os
     import pathlib
-    import subprocess
-    import sys
-
-    from tests.test_distributed import _free_port
 
     worker = pathlib.Path(__file__).with_name("distributed_worker.py")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parents[1])
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(worker), str(port), str(pid), str(tmp_path), "step"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for pid in range(2)
-    ]
-    outputs = []
-    try:
-        for proc in procs:
-            out, _ = proc.communicate(timeout=180)
-            outputs.append(out)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    for proc, out in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, out[-3000:]
+    run_two_processes(worker, tmp_path, "step", timeout=180)
     results = [json.loads((tmp_path / f"step_{pid}.json").read_text()) for pid in range(2)]
     mesh = _mesh((4,), ("data",))
     xs, ys = two_process_batches()

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
-import socket
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 import gdtx
 from gdtx import distributed
+from tests.two_processes import run_two_processes
 
 N_DEV = 8
 EXACT = ("packed", "int8", "int16", "int32", "auto")
@@ -445,41 +442,10 @@ def test_f32_psum_is_seen_as_a_float_collective():
 # --- two real processes on loopback --------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.xdist_group("multiprocess_vote")
 def test_two_processes_vote_like_one(tmp_path):
     worker = pathlib.Path(__file__).with_name("distributed_worker.py")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env["JAX_PLATFORMS"] = "cpu"  # CPU collectives (gloo), also on a machine with a GPU
-    env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parents[1])
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(worker), str(port), str(pid), str(tmp_path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for pid in range(2)
-    ]
-    outputs = []
-    try:
-        for proc in procs:
-            out, _ = proc.communicate(timeout=120)
-            outputs.append(out)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    for proc, out in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, out[-3000:]
+    run_two_processes(worker, tmp_path, timeout=120)
     # the grads every process built, and the vote each one computed
     results = [json.loads((tmp_path / f"vote_{pid}.json").read_text()) for pid in range(2)]
     grads = np.asarray(results[0]["grads"], np.float32)
