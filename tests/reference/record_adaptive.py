@@ -8,7 +8,7 @@ Run by hand (never by CI), with an interpreter that has torch 2.13.0 CPU,
 It (re)writes ``tests/reference/fixtures/{diffgrad,radam}_<case>.npz``. The problem
 (three float64 leaves with gradient scales ~1e7 apart, scheduled Gaussian noise,
 1000 steps, ``lr=1e-2``, ``betas=(0.9, 0.999)``) and the npz layout are those of
-``record.py`` (see the README), plus ``config["gdtx"]``: the name of the gdtx alias
+``record_adabelief.py`` (see the README), plus ``config["gdtx"]``: the name of the gdtx alias
 that replays it. The replay test is ``test_adaptive_reference.py``. torch is
 imported only in :func:`main`, so pytest can import this module without it.
 
@@ -57,7 +57,7 @@ if str(_ROOT) not in sys.path:  # run as a script: make `tests` importable
     sys.path.insert(0, str(_ROOT))
 
 from tests.reference import _recording  # noqa: E402
-from tests.reference.record import (  # noqa: E402
+from tests.reference.record_adabelief import (  # noqa: E402
     B1,
     B2,
     FIXTURE_DIR,

@@ -7,7 +7,7 @@ Run by hand (never by CI), with an interpreter that has torch 2.13.0 CPU and
 
 It (re)writes ``tests/reference/fixtures/sign_<case>.npz``. The problem (three
 float64 leaves with gradient scales ~1e7 apart, scheduled Gaussian noise, 1000
-steps) and the npz layout are those of ``record.py`` (see the README); the
+steps) and the npz layout are those of ``record_adabelief.py`` (see the README); the
 replay test is ``test_sign_reference.py``. torch is imported only in
 :func:`main`, so pytest can import this module without it; the shared plumbing is in
 ``_recording.py``.
@@ -29,7 +29,7 @@ if str(_ROOT) not in sys.path:  # run as a script: make `tests` importable
     sys.path.insert(0, str(_ROOT))
 
 from tests.reference import _recording  # noqa: E402
-from tests.reference.record import (  # noqa: E402
+from tests.reference.record_adabelief import (  # noqa: E402
     FIXTURE_DIR,
     INITIAL,
     NUM_STEPS,

@@ -1,10 +1,10 @@
 """Parity of ``gdtx.adabelief`` with recorded PyTorch AdaBelief trajectories.
 
-The fixtures (``fixtures/*.npz``, written by ``record.py`` from
+The fixtures (``fixtures/adabelief_*.npz``, written by ``record_adabelief.py`` from
 ``adabelief-pytorch`` 0.2.1 and ``pytorch-optimizer``) hold every step's raw
 gradient and the parameters every 10th step. Here the gradients are replayed
-through ``gdtx.adabelief`` in float64 (one jitted ``lax.scan``) and the
-trajectory must match to a relative 1e-6 (see :func:`trajectory_error`).
+through ``gdtx.adabelief`` in float64 (one jitted ``lax.scan``, ``_replay.py``) and the
+trajectory must match to a relative 1e-6 (see ``_replay.trajectory_error``).
 
 The mutation tests show the tolerance is tight enough: each plausible
 convention mistake pushes the error far above 1e-6. No torch is imported here.
@@ -12,63 +12,43 @@ convention mistake pushes the error far above 1e-6. No torch is imported here.
 
 from __future__ import annotations
 
-import json
-import pathlib
-
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 import gdtx
+from tests.reference._replay import (
+    TOL,
+    describe,
+    load,
+    names,
+    read_config,
+    replay,
+    replay_error,
+    trajectory_error,
+)
 
-FIXTURE_DIR = pathlib.Path(__file__).resolve().parent / "fixtures"
 LEAVES = ("a", "b", "c")
-TOL = 1e-6
 
 
 # ----------------------------------------------------------------------------
 # fixtures
 
 
-def _fixture_paths() -> list[pathlib.Path]:
-    # Other families record into the same folder under their own prefixes.
-    return sorted(
-        p for p in FIXTURE_DIR.glob("*.npz") if p.stem.startswith(("official_", "kozistr_"))
-    )
-
-
-def _read_config(path: pathlib.Path) -> dict:
-    with np.load(path) as data:
-        return json.loads(str(data["config"][()]))
-
-
-def _load(name: str) -> dict:
-    path = FIXTURE_DIR / f"{name}.npz"
-    with np.load(path) as data:
-        return {
-            "name": name,
-            "config": json.loads(str(data["config"][()])),
-            "steps": np.asarray(data["steps"]),
-            "grads": {k: np.asarray(data[f"grads/{k}"]) for k in LEAVES},
-            "params": {k: np.asarray(data[f"params/{k}"]) for k in LEAVES},
-        }
-
-
-_ALL = _fixture_paths()
-MAPPED = [p.stem for p in _ALL if _read_config(p)["gdtx_kwargs"] is not None]
-UNMAPPED = [p.stem for p in _ALL if _read_config(p)["gdtx_kwargs"] is None]
+_ALL = names("adabelief")
+MAPPED = [n for n in _ALL if read_config(n)["gdtx_kwargs"] is not None]
+UNMAPPED = [n for n in _ALL if read_config(n)["gdtx_kwargs"] is None]
+_load = load
 
 
 def test_fixtures_present():
     # An empty glob would make the parametrised tests vanish silently: fail instead.
-    assert _ALL, f"no reference fixtures found in {FIXTURE_DIR}"
-    impls = {_read_config(p)["impl"] for p in _ALL}
+    assert len(_ALL) == 19, _ALL
+    impls = {read_config(n)["impl"] for n in _ALL}
     assert impls == {"official", "kozistr"}, impls
 
 
-@pytest.mark.parametrize("name", [p.stem for p in _ALL])
+@pytest.mark.parametrize("name", _ALL)
 def test_fixture_is_well_formed(name):
     fx = _load(name)
     cfg, steps = fx["config"], fx["steps"]
@@ -76,6 +56,7 @@ def test_fixture_is_well_formed(name):
     assert num_steps >= 1000
     assert steps[0] == 0 and steps[-1] == num_steps
     assert np.all(np.diff(steps) > 0)
+    assert sorted(fx["grads"]) == list(LEAVES)
     for k in LEAVES:
         assert fx["grads"][k].dtype == np.float64 and fx["params"][k].dtype == np.float64
         assert fx["params"][k].shape[0] == steps.shape[0]
@@ -87,76 +68,15 @@ def test_fixture_is_well_formed(name):
         assert key in cfg, key
 
 
-# ----------------------------------------------------------------------------
-# metric and replay
-
-
-def trajectory_error(params: dict, ref: dict, steps: np.ndarray) -> tuple[float, str, int]:
-    """Worst ``max|p - p_ref| / running_max_{s<=t} max|p_ref(s) - p_ref(0)|``.
-
-    Per leaf and per stored step; returns ``(error, leaf, step)`` of the worst.
-    At a step where the reference has not moved yet the error is 0 if the
-    parameters agree exactly and infinite otherwise.
-    """
-    worst = (0.0, LEAVES[0], int(steps[0]))
-    for k in LEAVES:
-        p = np.asarray(params[k], np.float64).reshape(len(steps), -1)
-        r = np.asarray(ref[k], np.float64).reshape(len(steps), -1)
-        num = np.max(np.abs(p - r), axis=1)
-        scale = np.maximum.accumulate(np.max(np.abs(r - r[0]), axis=1))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            err = np.where(scale > 0, num / scale, np.where(num == 0, 0.0, np.inf))
-        err = np.where(np.isnan(err), np.inf, err)  # a NaN trajectory is a failure
-        i = int(np.argmax(err))
-        if err[i] > worst[0]:
-            worst = (float(err[i]), k, int(steps[i]))
-    return worst
-
-
-def _replay(tx: optax.GradientTransformation, fx: dict) -> dict:
-    """Replays the recorded gradients through ``tx``; params at the stored steps."""
-    steps = fx["steps"]
-    with jax.enable_x64(True):
-        p0 = {k: jnp.asarray(fx["params"][k][0], jnp.float64) for k in LEAVES}
-        grads = {k: jnp.asarray(fx["grads"][k], jnp.float64) for k in LEAVES}
-
-        @jax.jit
-        def run(p0, grads):
-            def body(carry, g):
-                p, state = carry
-                updates, state = tx.update(g, state, p)
-                p = optax.apply_updates(p, updates)
-                return (p, state), p
-
-            _, traj = jax.lax.scan(body, (p0, tx.init(p0)), grads)
-            return traj
-
-        traj = jax.device_get(run(p0, grads))
-        for k in LEAVES:
-            assert traj[k].dtype == np.float64, traj[k].dtype
-    out = {}
-    for k in LEAVES:
-        full = np.concatenate([fx["params"][k][:1], np.asarray(traj[k])])  # row t = after t steps
-        out[k] = full[steps]
-    return out
-
-
 def _gdtx_error(fx: dict, **overrides) -> tuple[float, str, int]:
     cfg = fx["config"]
     kwargs = dict(cfg["gdtx_kwargs"] or cfg["nearest_gdtx_kwargs"])
     kwargs.update(overrides)
-    tx = gdtx.adabelief(learning_rate=cfg["lr"], **kwargs)
-    return trajectory_error(_replay(tx, fx), fx["params"], fx["steps"])
+    return replay_error(gdtx.adabelief(learning_rate=cfg["lr"], **kwargs), fx)
 
 
 def _describe(fx, err) -> str:
-    e, leaf, step = err
-    cfg = fx["config"]
-    return (
-        f"{fx['name']}: worst relative error {e:.3e} at leaf {leaf!r}, step {step} "
-        f"(tolerance {TOL:g}); impl={cfg['impl']} options={cfg['options']} "
-        f"gdtx_kwargs={cfg['gdtx_kwargs']}"
-    )
+    return describe(fx, err, "impl", "options", "gdtx_kwargs")
 
 
 # ----------------------------------------------------------------------------
@@ -173,8 +93,8 @@ def test_gdtx_reproduces_reference(name):
 def test_official_amsgrad_rectify_ignores_the_max():
     # adabelief-pytorch 0.2.1 keeps max_exp_avg_var but the rectified branch
     # divides by the current exp_avg_var: amsgrad+rectify == rectify alone.
-    fx = _load("official_amsgrad_rectify_eps1e-16")
-    plain = _load("official_rectify_eps1e-16")
+    fx = _load("adabelief_official_amsgrad_rectify_eps1e-16")
+    plain = _load("adabelief_official_rectify_eps1e-16")
     for k in LEAVES:
         np.testing.assert_array_equal(fx["params"][k], plain["params"][k])
     for amsgrad in (True, False):
@@ -208,10 +128,10 @@ def _assert_mutant_fails(name, **overrides):
 @pytest.mark.parametrize(
     "name",
     [
-        "official_plain_eps1e-16",
-        "official_plain_eps1e-8",
-        "official_rectify_eps1e-16",
-        "kozistr_default",
+        "adabelief_official_plain_eps1e-16",
+        "adabelief_official_plain_eps1e-8",
+        "adabelief_official_rectify_eps1e-16",
+        "adabelief_kozistr_default",
     ],
 )
 def test_mutant_without_eps_root_fails(name):
@@ -221,12 +141,12 @@ def test_mutant_without_eps_root_fails(name):
 @pytest.mark.parametrize(
     ("name", "wrong_modes"),
     [
-        ("official_decoupled_wd_eps1e-16", ("fixed", "l2")),
-        ("official_fixed_decay_eps1e-16", ("decoupled", "l2")),
-        ("official_l2_eps1e-16", ("decoupled", "fixed")),
-        ("kozistr_decoupled_wd", ("fixed", "l2")),
-        ("kozistr_fixed_decay", ("decoupled", "l2")),
-        ("kozistr_l2", ("decoupled", "fixed")),
+        ("adabelief_official_decoupled_wd_eps1e-16", ("fixed", "l2")),
+        ("adabelief_official_fixed_decay_eps1e-16", ("decoupled", "l2")),
+        ("adabelief_official_l2_eps1e-16", ("decoupled", "fixed")),
+        ("adabelief_kozistr_decoupled_wd", ("fixed", "l2")),
+        ("adabelief_kozistr_fixed_decay", ("decoupled", "l2")),
+        ("adabelief_kozistr_l2", ("decoupled", "fixed")),
     ],
 )
 def test_mutant_wrong_weight_decay_mode_fails(name, wrong_modes):
@@ -238,11 +158,11 @@ def test_mutant_wrong_weight_decay_mode_fails(name, wrong_modes):
 @pytest.mark.parametrize(
     "name",
     [
-        "official_rectify_eps1e-16",
-        "official_rectify_eps1e-8",
-        "official_rectify_nosgd_eps1e-16",
-        "official_decoupled_wd_rectify_nosgd_eps1e-16",
-        "kozistr_rectify",
+        "adabelief_official_rectify_eps1e-16",
+        "adabelief_official_rectify_eps1e-8",
+        "adabelief_official_rectify_nosgd_eps1e-16",
+        "adabelief_official_decoupled_wd_rectify_nosgd_eps1e-16",
+        "adabelief_kozistr_rectify",
     ],
 )
 def test_mutant_rectify_off_fails(name):
@@ -252,9 +172,9 @@ def test_mutant_rectify_off_fails(name):
 @pytest.mark.parametrize(
     "name",
     [
-        "official_rectify_eps1e-16",
-        "official_rectify_nosgd_eps1e-16",
-        "official_decoupled_wd_rectify_nosgd_eps1e-16",
+        "adabelief_official_rectify_eps1e-16",
+        "adabelief_official_rectify_nosgd_eps1e-16",
+        "adabelief_official_decoupled_wd_rectify_nosgd_eps1e-16",
     ],
 )
 def test_mutant_flipped_degenerated_to_sgd_fails(name):
@@ -265,7 +185,12 @@ def test_mutant_flipped_degenerated_to_sgd_fails(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["official_amsgrad_eps1e-16", "official_amsgrad_eps1e-8", "kozistr_ams_bound"]
+    "name",
+    [
+        "adabelief_official_amsgrad_eps1e-16",
+        "adabelief_official_amsgrad_eps1e-8",
+        "adabelief_kozistr_ams_bound",
+    ],
 )
 def test_mutant_amsgrad_off_fails(name):
     _assert_mutant_fails(name, amsgrad=False)
@@ -339,12 +264,12 @@ def _numpy_adabelief(
 @pytest.mark.parametrize(
     "name",
     [
-        "official_plain_eps1e-16",
-        "official_plain_eps1e-8",
-        "official_rectify_eps1e-16",
-        "official_amsgrad_eps1e-16",
-        "official_l2_eps1e-16",
-        "official_decoupled_wd_rectify_nosgd_eps1e-16",
+        "adabelief_official_plain_eps1e-16",
+        "adabelief_official_plain_eps1e-8",
+        "adabelief_official_rectify_eps1e-16",
+        "adabelief_official_amsgrad_eps1e-16",
+        "adabelief_official_l2_eps1e-16",
+        "adabelief_official_decoupled_wd_rectify_nosgd_eps1e-16",
     ],
 )
 def test_numpy_twin_is_correct(name):
@@ -355,7 +280,12 @@ def test_numpy_twin_is_correct(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["official_plain_eps1e-16", "official_plain_eps1e-8", "official_rectify_eps1e-16"]
+    "name",
+    [
+        "adabelief_official_plain_eps1e-16",
+        "adabelief_official_plain_eps1e-8",
+        "adabelief_official_rectify_eps1e-16",
+    ],
 )
 def test_mutant_previous_mean_in_residual_fails(name):
     fx = _load(name)
@@ -372,8 +302,8 @@ def test_amsgrad_rectify_conventions_differ():
     # pytorch-optimizer's ams_bound+rectify and not adabelief-pytorch's
     # amsgrad+rectify; without it, the reverse. So the two fixtures really
     # record two conventions (and gdtx implements the official one).
-    koz = _load("kozistr_ams_bound_rectify")
-    off = _load("official_amsgrad_rectify_eps1e-16")
+    koz = _load("adabelief_kozistr_ams_bound_rectify")
+    off = _load("adabelief_official_amsgrad_rectify_eps1e-16")
     for fx, max_in_rect, ok in (
         (koz, True, True),
         (koz, False, False),
@@ -391,7 +321,7 @@ def test_amsgrad_rectify_conventions_differ():
 def test_mutant_bias_corrected_eps_in_rectified_branch_fails():
     # Only visible at eps=1e-8: at eps=1e-16 this placement changes the
     # trajectory by ~5e-11 (relative), far below the tolerance.
-    fx = _load("official_rectify_eps1e-8")
+    fx = _load("adabelief_official_rectify_eps1e-8")
     bad = trajectory_error(
         _numpy_adabelief(fx, rectified_eps_bias_corrected=True), fx["params"], fx["steps"]
     )
@@ -403,7 +333,7 @@ def test_mutant_bias_corrected_eps_in_rectified_branch_fails():
 def test_mutant_no_decay_on_skipped_steps_fails():
     # adabelief-pytorch decays the weights even in the steps (t <= 5) where
     # rectify with degenerated_to_sgd=False takes no update.
-    fx = _load("official_decoupled_wd_rectify_nosgd_eps1e-16")
+    fx = _load("adabelief_official_decoupled_wd_rectify_nosgd_eps1e-16")
     bad = trajectory_error(
         _numpy_adabelief(fx, decay_when_no_step=False), fx["params"], fx["steps"]
     )
@@ -415,7 +345,9 @@ def test_mutant_no_decay_on_skipped_steps_fails():
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
-@pytest.mark.parametrize("name", ["official_plain_eps1e-16", "official_plain_eps1e-8"])
+@pytest.mark.parametrize(
+    "name", ["adabelief_official_plain_eps1e-16", "adabelief_official_plain_eps1e-8"]
+)
 def test_matches_optax_adabelief(name, nesterov):
     # optax 0.2.8's scale_by_belief uses the new m_t in (g - m_t)^2, adds
     # eps_root to the stored s every step and eps outside the root, exactly the
@@ -423,8 +355,8 @@ def test_matches_optax_adabelief(name, nesterov):
     fx = _load(name)
     cfg = fx["config"]
     eps = cfg["eps"]
-    ours = _replay(gdtx.adabelief(cfg["lr"], eps=eps, eps_root=eps, nesterov=nesterov), fx)
-    theirs = _replay(optax.adabelief(cfg["lr"], eps=eps, eps_root=eps, nesterov=nesterov), fx)
+    ours = replay(gdtx.adabelief(cfg["lr"], eps=eps, eps_root=eps, nesterov=nesterov), fx)
+    theirs = replay(optax.adabelief(cfg["lr"], eps=eps, eps_root=eps, nesterov=nesterov), fx)
     err = trajectory_error(ours, theirs, fx["steps"])
     assert err[0] <= TOL, f"gdtx vs optax (nesterov={nesterov}): " + _describe(fx, err)
     if not nesterov:

@@ -18,34 +18,28 @@ rectified AdaBelief within 1e-6 at ``eps = 1e-16`` (not at ``1e-8``), and with
 
 from __future__ import annotations
 
-import json
-import pathlib
-
 import numpy as np
 import optax
 import pytest
 
 import gdtx
-from tests.reference.test_adabelief_reference import _load, _replay, trajectory_error
+from tests.reference._replay import (
+    TOL,
+    describe,
+    load,
+    names,
+    read_config,
+    replay,
+    replay_error,
+    trajectory_error,
+)
 
-FIXTURE_DIR = pathlib.Path(__file__).resolve().parent / "fixtures"
 LEAVES = ("a", "b", "c")
-TOL = 1e-6
 LR = 1e-2
-
-
-def _names(prefix: str) -> list[str]:
-    return sorted(p.stem for p in FIXTURE_DIR.glob(f"{prefix}_*.npz"))
-
-
-def _config(name: str) -> dict:
-    with np.load(FIXTURE_DIR / f"{name}.npz") as data:
-        return json.loads(str(data["config"][()]))
-
-
-ALL = _names("diffgrad") + _names("radam")
-MAPPED = [n for n in ALL if _config(n)["gdtx_kwargs"] is not None]
-UNMAPPED = [n for n in ALL if _config(n)["gdtx_kwargs"] is None]
+_load = load
+ALL = names("diffgrad") + names("radam")
+MAPPED = [n for n in ALL if read_config(n)["gdtx_kwargs"] is not None]
+UNMAPPED = [n for n in ALL if read_config(n)["gdtx_kwargs"] is None]
 
 
 def _rectified_diffgrad(learning_rate, *, b1, b2, eps, eps_root):
@@ -67,15 +61,11 @@ def _gdtx(fx: dict, **overrides) -> optax.GradientTransformation:
 
 
 def _error(fx: dict, tx: optax.GradientTransformation) -> tuple[float, str, int]:
-    return trajectory_error(_replay(tx, fx), fx["params"], fx["steps"])
+    return replay_error(tx, fx)
 
 
 def _describe(fx: dict, err) -> str:
-    cfg = fx["config"]
-    return (
-        f"{fx['name']}: worst relative error {err[0]:.3e} at leaf {err[1]!r}, step {err[2]} "
-        f"(tolerance {TOL:g}); reference={cfg['reference']} options={cfg['options']}"
-    )
+    return describe(fx, err, "reference", "options")
 
 
 def _with_lr(direction: optax.GradientTransformation, lr=LR) -> optax.GradientTransformation:
@@ -87,8 +77,8 @@ def _with_lr(direction: optax.GradientTransformation, lr=LR) -> optax.GradientTr
 
 
 def test_fixtures_are_discovered():
-    assert len(_names("diffgrad")) == 7 and len(_names("radam")) == 7, ALL
-    assert {_config(n)["impl"] for n in ALL} == {"torch", "kozistr", "jettify"}
+    assert len(names("diffgrad")) == 7 and len(names("radam")) == 7, ALL
+    assert {read_config(n)["impl"] for n in ALL} == {"torch", "kozistr", "jettify"}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -117,7 +107,7 @@ def test_kozistr_radam_decay_gap_is_exactly_the_skipped_decay():
     # so the gap is exactly ((1 - c)^t - (1 - c)^max(t - 5, 0)) p_0 with c = lr wd.
     fx = _load(UNMAPPED[0])
     assert UNMAPPED == ["radam_kozistr_decoupled_wd_nosgd"]
-    ours = _replay(_gdtx(fx), fx)
+    ours = replay(_gdtx(fx), fx)
     err = trajectory_error(ours, fx["params"], fx["steps"])
     assert err[0] > TOL, "the documented gap vanished: " + _describe(fx, err)
     c = fx["config"]["lr"] * fx["config"]["weight_decay"]
@@ -259,15 +249,18 @@ def test_rectified_optax_adam_is_not_torch_radam_at_eps_1e_8():
 
 def test_rectified_optax_adam_is_optax_radam():
     fx = _load("radam_torch_default")
-    ours = _replay(_with_lr(gdtx.rectify(optax.scale_by_adam(eps=1e-8))), fx)
-    theirs = _replay(optax.radam(LR, eps=1e-8), fx)
+    ours = replay(_with_lr(gdtx.rectify(optax.scale_by_adam(eps=1e-8))), fx)
+    theirs = replay(optax.radam(LR, eps=1e-8), fx)
     err = trajectory_error(ours, theirs, fx["steps"])
     assert err[0] <= 1e-12, f"rectify(optax.scale_by_adam) vs optax.radam: {err}"
 
 
 @pytest.mark.parametrize(
     ("name", "degenerated_to_sgd"),
-    [("official_rectify_eps1e-16", True), ("official_rectify_nosgd_eps1e-16", False)],
+    [
+        ("adabelief_official_rectify_eps1e-16", True),
+        ("adabelief_official_rectify_nosgd_eps1e-16", False),
+    ],
 )
 def test_rectified_belief_is_official_rectified_adabelief_at_eps_1e_16(name, degenerated_to_sgd):
     # Only the eps placement differs (eps vs eps / sqrt(bc2) next to sqrt(s_t / bc2)):
@@ -280,7 +273,7 @@ def test_rectified_belief_is_official_rectified_adabelief_at_eps_1e_16(name, deg
 
 
 def test_rectified_belief_is_not_official_rectified_adabelief_at_eps_1e_8():
-    fx = _load("official_rectify_eps1e-8")
+    fx = _load("adabelief_official_rectify_eps1e-8")
     inner = gdtx.scale_by_belief(eps=1e-8, eps_root=1e-8)
     _assert_fails(fx, _with_lr(gdtx.rectify(inner)), "eps placement at eps=1e-8")
 
@@ -300,7 +293,9 @@ def test_rectified_amsgrad_belief_is_kozistr_not_official():
     # the running maximum: pytorch-optimizer's ams_bound + rectify, which the official
     # package (and gdtx.scale_by_belief(amsgrad=True, rectify=True)) does not do.
     tx = _with_lr(gdtx.rectify(gdtx.scale_by_belief(amsgrad=True)))
-    koz = _load("kozistr_ams_bound_rectify")
+    koz = _load("adabelief_kozistr_ams_bound_rectify")
     err = _error(koz, tx)
     assert err[0] <= TOL, _describe(koz, err)
-    _assert_fails(_load("official_amsgrad_rectify_eps1e-16"), tx, "max in the rectified branch")
+    _assert_fails(
+        _load("adabelief_official_amsgrad_rectify_eps1e-16"), tx, "max in the rectified branch"
+    )

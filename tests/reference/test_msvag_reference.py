@@ -12,31 +12,15 @@ near step 500, a ``rho`` without its ``(1 + beta)``, ...) must not.
 
 from __future__ import annotations
 
-import json
-import pathlib
-
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import gdtx
+from tests.reference._replay import TOL, load, names, replay, trajectory_error
 
-FIXTURE_DIR = pathlib.Path(__file__).resolve().parent / "fixtures"
 LEAVES = ("a", "b", "c", "d")
-TOL = 1e-6
-NAMES = sorted(p.stem for p in FIXTURE_DIR.glob("msvag_*.npz"))
-
-
-def _load(name: str) -> dict:
-    with np.load(FIXTURE_DIR / f"{name}.npz") as data:
-        return {
-            "config": json.loads(str(data["config"][()])),
-            "steps": np.asarray(data["steps"]),
-            "grads": {k: np.asarray(data[f"grads/{k}"]) for k in LEAVES},
-            "params": {k: np.asarray(data[f"params/{k}"]) for k in LEAVES},
-        }
+NAMES = names("msvag")
+_load = load
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -60,42 +44,9 @@ def test_fixtures_present_and_well_formed():
         assert np.all(fx["params"]["d"][:, 0] == fx["params"]["d"][0, 0])
 
 
-def trajectory_error(params: dict, ref: dict, steps: np.ndarray) -> float:
-    """Worst ``max|p - p_ref| / running_max_{s<=t} max|p_ref(s) - p_ref(0)|`` over leaves/steps.
-
-    A NaN anywhere, or a difference where the reference has not moved yet, is inf.
-    """
-    worst = 0.0
-    for k in LEAVES:
-        p = np.asarray(params[k], np.float64).reshape(len(steps), -1)
-        r = np.asarray(ref[k], np.float64).reshape(len(steps), -1)
-        num = np.max(np.abs(p - r), axis=1)
-        scale = np.maximum.accumulate(np.max(np.abs(r - r[0]), axis=1))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            err = np.where(scale > 0, num / scale, np.where(num == 0, 0.0, np.inf))
-        err = np.where(np.isnan(err), np.inf, err)
-        worst = max(worst, float(np.max(err)))
-    return worst
-
-
-def _replay_gdtx(tx: optax.GradientTransformation, fx: dict) -> dict:
-    steps = fx["steps"]
-    with jax.enable_x64(True):
-        p0 = {k: jnp.asarray(fx["params"][k][0], jnp.float64) for k in LEAVES}
-        grads = {k: jnp.asarray(fx["grads"][k], jnp.float64) for k in LEAVES}
-
-        def step(carry, g):
-            params, state = carry
-            updates, state = tx.update(g, state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, state), params
-
-        _, trajectory = jax.jit(lambda p, gs: jax.lax.scan(step, (p, tx.init(p)), gs))(p0, grads)
-        out = {}
-        for k in LEAVES:
-            full = np.concatenate([np.asarray(p0[k])[None], np.asarray(trajectory[k])])
-            out[k] = full[steps]
-        return out
+def _error(params: dict, fx: dict) -> float:
+    """The worst relative error of ``params`` against the fixture (``_replay.trajectory_error``)."""
+    return trajectory_error(params, fx["params"], fx["steps"])[0]
 
 
 def numpy_msvag(fx: dict, *, rho_max=0.999, mutant=None) -> dict:
@@ -139,16 +90,14 @@ def numpy_msvag(fx: dict, *, rho_max=0.999, mutant=None) -> dict:
 
 def test_gdtx_reproduces_pytorch_optimizer(fixture):
     tx = gdtx.msvag(fixture["config"]["lr"], **fixture["config"]["gdtx_kwargs"])
-    err = trajectory_error(_replay_gdtx(tx, fixture), fixture["params"], fixture["steps"])
+    err = _error(replay(tx, fixture), fixture)
     assert err <= TOL, err
 
 
 @pytest.mark.parametrize("rho_max", [0.999, 0.9999], ids=["authors_clip", "kozistr_clip"])
 def test_numpy_transcription_of_the_paper_reproduces_it(fixture, rho_max):
     # Both clips of rho agree with the reference: the clip only acts at t = 1.
-    err = trajectory_error(
-        numpy_msvag(fixture, rho_max=rho_max), fixture["params"], fixture["steps"]
-    )
+    err = _error(numpy_msvag(fixture, rho_max=rho_max), fixture)
     assert err <= 1e-10, err
 
 
@@ -163,5 +112,5 @@ def test_numpy_transcription_of_the_paper_reproduces_it(fixture, rho_max):
     ],
 )
 def test_tolerance_catches_convention_mistakes(fixture, mutant, at_least):
-    err = trajectory_error(numpy_msvag(fixture, mutant=mutant), fixture["params"], fixture["steps"])
+    err = _error(numpy_msvag(fixture, mutant=mutant), fixture)
     assert err > TOL and err >= at_least, (mutant, err)

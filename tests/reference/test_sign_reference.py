@@ -14,54 +14,16 @@ equivalent (heavy-ball momentum) really is.
 
 from __future__ import annotations
 
-import json
-import pathlib
-
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 import gdtx
-from tests.reference.test_adabelief_reference import trajectory_error
+from tests.reference._replay import TOL, describe, load, names, replay_error, trajectory_error
 
-FIXTURE_DIR = pathlib.Path(__file__).resolve().parent / "fixtures"
 LEAVES = ("a", "b", "c")
-TOL = 1e-6
-NAMES = sorted(p.stem for p in FIXTURE_DIR.glob("sign_*.npz"))
-
-
-def _load(name: str) -> dict:
-    with np.load(FIXTURE_DIR / f"{name}.npz") as data:
-        return {
-            "name": name,
-            "config": json.loads(str(data["config"][()])),
-            "steps": np.asarray(data["steps"]),
-            "grads": {k: np.asarray(data[f"grads/{k}"]) for k in LEAVES},
-            "params": {k: np.asarray(data[f"params/{k}"]) for k in LEAVES},
-        }
-
-
-def _replay(tx: optax.GradientTransformation, fx: dict) -> dict:
-    steps = fx["steps"]
-    with jax.enable_x64(True):
-        p0 = {k: jnp.asarray(fx["params"][k][0], jnp.float64) for k in LEAVES}
-        grads = {k: jnp.asarray(fx["grads"][k], jnp.float64) for k in LEAVES}
-
-        @jax.jit
-        def run(p0, grads):
-            def body(carry, g):
-                p, state = carry
-                updates, state = tx.update(g, state, p)
-                p = optax.apply_updates(p, updates)
-                return (p, state), p
-
-            return jax.lax.scan(body, (p0, tx.init(p0)), grads)[1]
-
-        traj = jax.device_get(run(p0, grads))
-        assert all(traj[k].dtype == np.float64 for k in LEAVES)
-    return {k: np.concatenate([fx["params"][k][:1], traj[k]])[steps] for k in LEAVES}
+NAMES = names("sign")
+_load = load
 
 
 def _gdtx(fx: dict, **overrides) -> optax.GradientTransformation:
@@ -71,16 +33,11 @@ def _gdtx(fx: dict, **overrides) -> optax.GradientTransformation:
 
 
 def _error(fx, tx) -> tuple[float, str, int]:
-    return trajectory_error(_replay(tx, fx), fx["params"], fx["steps"])
+    return replay_error(tx, fx)
 
 
 def _describe(fx, err) -> str:
-    cfg = fx["config"]
-    return (
-        f"{fx['name']}: worst relative error {err[0]:.3e} at leaf {err[1]!r}, step {err[2]} "
-        f"(tolerance {TOL:g}); options={cfg['options']} gdtx={cfg['gdtx_alias']}"
-        f"{cfg['gdtx_kwargs']}"
-    )
+    return describe(fx, err, "options", "gdtx_alias", "gdtx_kwargs")
 
 
 def test_fixtures_present_and_well_formed():

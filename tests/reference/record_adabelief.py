@@ -3,9 +3,9 @@
 Run by hand (never by CI), with an interpreter that has torch 2.13.0 CPU,
 ``adabelief-pytorch==0.2.1`` and ``pytorch-optimizer`` installed::
 
-    /tmp/refvenv/bin/python tests/reference/record.py
+    /tmp/refvenv/bin/python tests/reference/record_adabelief.py
 
-It (re)writes ``tests/reference/fixtures/<case>.npz``.  The replay test
+It (re)writes ``tests/reference/fixtures/adabelief_<case>.npz``.  The replay test
 (``test_adabelief_reference.py``) feeds the recorded gradients through
 ``gdtx.adabelief`` and compares the parameter trajectory.
 
@@ -154,7 +154,7 @@ def cases():
             rectify=options["rectify"],
             degenerated_to_sgd=options["degenerated_to_sgd"],
         )
-        out.append((f"official_{name}", "official", options, kw, note, kw))
+        out.append((f"adabelief_official_{name}", "official", options, kw, note, kw))
 
     def kozistr(name, eps=1e-16, wd=0.0, note="", unmappable=False, **opts):
         options = dict(eps=eps, weight_decay=wd)
@@ -168,7 +168,9 @@ def cases():
             rectify=options.get("rectify", False),
             degenerated_to_sgd=options.get("degenerated_to_sgd", True),
         )
-        out.append((f"kozistr_{name}", "kozistr", options, None if unmappable else kw, note, kw))
+        out.append(
+            (f"adabelief_kozistr_{name}", "kozistr", options, None if unmappable else kw, note, kw)
+        )
 
     for eps, tag in ((1e-16, "eps1e-16"), (1e-8, "eps1e-8")):
         official(f"plain_{tag}", eps)
