@@ -559,6 +559,24 @@ def artemis_wire_bytes(
       ``up_received`` (``(N - 1)`` times that, ring all-gather), and ``down_broadcast``
       (``down_compressor.payload_bits / 8``, what a server would broadcast; 0 without
       one; not an exchange in SPMD).
+
+    Examples:
+      The uplink is the compressor's payload, independent of ``N``; what each worker
+      receives grows with ``N``. 1-level QSGD on 1000 float32 coordinates sends 256
+      bytes (2 bits a coordinate plus one norm, packed) instead of 4000:
+
+      >>> import jax.numpy as jnp, gdtx
+      >>> from gdtx.compression import qsgd
+      >>> params = {"w": jnp.zeros(1000)}
+      >>> gdtx.artemis_wire_bytes(qsgd(1), params, num_devices=8)
+      {'up_sent': 256.0, 'up_received': 1792.0, 'down_broadcast': 0.0}
+
+    References:
+      Philippenko & Dieuleveut, `Bidirectional compression in heterogeneous
+      settings for distributed or federated learning with partial participation:
+      tight convergence guarantees <https://arxiv.org/abs/2006.14591>`_, JMLR 2021
+      (the bits per round of Artemis' Table 1). Official code:
+      https://github.com/philipco/artemis-bidirectional-compression
     """
     up = compressor.payload_bits(params) / 8
     down = 0.0 if down_compressor is None else down_compressor.payload_bits(params) / 8

@@ -279,6 +279,11 @@ def recorded_grad_norm(state: Any) -> jax.Array:
       >>> _, state = tx.update(jnp.array([6.0, 8.0]), state)
       >>> print(recorded_grad_norm(state))
       10.0
+
+    References:
+      Defazio, Cutkosky, Mehta and Mishchenko, `When, Why and How Much? Adaptive
+      Learning Rate Scheduling by Refinement <https://arxiv.org/abs/2310.07831>`_,
+      2023 (the norms its refinement reads).
     """
     owner = "gdtx.schedules.recorded_grad_norm"
     found = [

@@ -43,10 +43,9 @@ def test_import_needs_only_the_runtime_dependencies():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_optimizer_docstrings_have_every_section():
+def test_public_function_docstrings_have_every_section():
+    assert len(_public_functions()) > 60  # the check below must not run over nothing
     for name, fn in _public_functions().items():
-        if not name.startswith(("scale_by_", "adabelief")):
-            continue
         doc = inspect.getdoc(fn) or ""
         # A function without parameters has nothing to list under Args.
         sections = SECTIONS if inspect.signature(fn).parameters else SECTIONS[1:]

@@ -60,9 +60,21 @@ def required_extra_args(tx: optax.GradientTransformation) -> frozenset[str]:
       plain ``optax.chain``, which carries no declaration: see the module notes).
 
     Examples:
+      SAM needs a ``grad_fn`` at every update; a :func:`gdtx.chain` keeps saying so,
+      a plain ``optax.chain`` cannot:
+
       >>> import optax, gdtx
       >>> sorted(gdtx.required_extra_args(gdtx.adabelief(1e-3)))
       []
+      >>> sam = gdtx.sam(optax.sgd(0.1))
+      >>> sorted(gdtx.required_extra_args(gdtx.chain(optax.clip(1.0), sam)))
+      ['grad_fn']
+      >>> sorted(gdtx.required_extra_args(optax.chain(optax.clip(1.0), sam)))
+      []
+
+    References:
+      optax's extra-arguments protocol, ``optax.GradientTransformationExtraArgs``
+      (https://optax.readthedocs.io/en/latest/api/transformations.html).
     """
     try:
         return _REQUIRED.get(tx.update, frozenset())
@@ -105,6 +117,10 @@ def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransforma
       >>> tx = gdtx.chain(optax.clip_by_global_norm(1.0), gdtx.adabelief(1e-3))
       >>> gdtx.required_extra_args(tx)
       frozenset()
+
+    References:
+      ``optax.chain`` (https://optax.readthedocs.io/en/latest/api/combining_optimizers.html),
+      whose updates this returns unchanged.
     """
     for position, t in enumerate(transforms):
         if not (callable(getattr(t, "init", None)) and callable(getattr(t, "update", None))):
