@@ -337,20 +337,24 @@ def adabelief(
       An ``optax.GradientTransformationExtraArgs``.
 
     Examples:
-      >>> import jax, jax.numpy as jnp, optax, gdtx
-      >>> def f(x): return jnp.sum(x**2)
-      >>> solver = gdtx.adabelief(learning_rate=0.1)
-      >>> params = jnp.array([1.0, -2.0, 3.0])
-      >>> state = solver.init(params)
-      >>> for step in range(100):
-      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
-      ...     params = optax.apply_updates(params, updates)
-      ...     if step % 25 == 0:
-      ...         print(f"step {step:3d}  objective {f(params):.2e}")
-      step   0  objective 1.27e+01
-      step  25  objective 2.08e-01
-      step  50  objective 2.67e-02
-      step  75  objective 3.37e-03
+      AdaBelief divides by the spread of the gradient around its running mean (the
+      "belief"), where Adam divides by its second moment: on a steady gradient the
+      belief shrinks and the step grows past the learning rate; a noisy gradient with
+      the same mean gets a step several times smaller:
+
+      >>> import jax.numpy as jnp, optax, gdtx
+      >>> def last_update(tx, grads):
+      ...     params = jnp.zeros(1)
+      ...     state = tx.init(params)
+      ...     for g in grads:
+      ...         updates, state = tx.update(jnp.array([g]), state, params)
+      ...     return float(updates[0])
+      >>> steady, noisy = [1.0] * 20, [3.0, -1.0] * 10
+      >>> for name, tx in [("adabelief", gdtx.adabelief(0.1)), ("adam", optax.adam(0.1))]:
+      ...     print(f"{name:9s}  steady {last_update(tx, steady):+.3f}  "
+      ...           f"noisy {last_update(tx, noisy):+.3f}")
+      adabelief  steady -0.219  noisy -0.046
+      adam       steady -0.100  noisy -0.040
 
     References:
       Zhuang et al., `AdaBelief Optimizer: Adapting Stepsizes by the Belief in

@@ -490,24 +490,21 @@ def mfac(
       An ``optax.GradientTransformationExtraArgs``.
 
     Examples:
-      While ``|g|^2 >> m \\lambda`` the window of (nearly parallel) gradients makes
-      the steps about ``lr / |g|`` long, so the objective falls slowly at first; once
-      ``|g|^2 < m \\lambda`` the step is ``lr g / \\lambda`` and convergence is linear:
+      With ``momentum = 0`` the step is ``-lr F^{-1} g`` for the damped empirical
+      Fisher ``F = damping I + G^T G / m`` of the window ``G`` of the last ``m``
+      gradients, computed without forming ``F``; here it equals the dense solve:
 
-      >>> import jax, jax.numpy as jnp, optax, gdtx
-      >>> def f(x): return jnp.sum(x**2)
-      >>> solver = gdtx.mfac(learning_rate=0.2, num_grads=4, damping=1.0)
-      >>> params = jnp.array([1.0, -2.0, 3.0])
+      >>> import jax.numpy as jnp, numpy as np, gdtx
+      >>> solver = gdtx.mfac(learning_rate=1.0, num_grads=2, damping=0.5)
+      >>> params = jnp.zeros(3)
       >>> state = solver.init(params)
-      >>> for step in range(100):
-      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
-      ...     params = optax.apply_updates(params, updates)
-      ...     if step % 25 == 0:
-      ...         print(f"step {step:3d}  objective {f(params):.2e}")
-      step   0  objective 1.33e+01
-      step  25  objective 8.29e+00
-      step  50  objective 3.74e+00
-      step  75  objective 1.71e-01
+      >>> g1, g2 = jnp.array([1.0, 2.0, 0.0]), jnp.array([0.0, 1.0, -1.0])
+      >>> _, state = solver.update(g1, state, params)
+      >>> updates, state = solver.update(g2, state, params)
+      >>> window = np.stack([g1, g2])
+      >>> fisher = 0.5 * np.eye(3) + window.T @ window / 2
+      >>> print(np.round(np.asarray(updates), 4), np.round(-np.linalg.solve(fisher, g2), 4))
+      [ 0.2857 -0.2857  0.8571] [ 0.2857 -0.2857  0.8571]
 
     References:
       Frantar, Kurtic and Alistarh, `M-FAC: Efficient Matrix-Free Approximations

@@ -294,20 +294,25 @@ def msvag(
       An ``optax.GradientTransformationExtraArgs``.
 
     Examples:
-      >>> import jax, jax.numpy as jnp, optax, gdtx
-      >>> def f(x): return jnp.sum(x**2)
+      The variance adaptation factor ``m^2 / (m^2 + rho s)`` is 1 on a noise-free
+      gradient, so the step is momentum SGD's, ``lr`` times the gradient; it falls
+      as the gradient's variance grows against its mean, to almost nothing on pure
+      noise:
+
+      >>> import jax.numpy as jnp, gdtx
+      >>> def last_update(tx, grads):
+      ...     params = jnp.zeros(1)
+      ...     state = tx.init(params)
+      ...     for g in grads:
+      ...         updates, state = tx.update(jnp.array([g]), state, params)
+      ...     return float(updates[0])
       >>> solver = gdtx.msvag(learning_rate=0.1)
-      >>> params = jnp.array([1.0, -2.0, 3.0])
-      >>> state = solver.init(params)
-      >>> for step in range(100):
-      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
-      ...     params = optax.apply_updates(params, updates)
-      ...     if step % 25 == 0:
-      ...         print(f"step {step:3d}  objective {f(params):.2e}")
-      step   0  objective 8.96e+00
-      step  25  objective 1.03e-01
-      step  50  objective 1.19e-02
-      step  75  objective 1.13e-03
+      >>> for name, grads in [("steady", [1.0] * 20), ("noisy", [3.0, -1.0] * 10),
+      ...                     ("noise", [1.0, -1.0] * 10)]:
+      ...     print(f"{name:6s} {last_update(solver, grads):+.4f}")
+      steady -0.1000
+      noisy  -0.0658
+      noise  +0.0002
 
     References:
       Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
