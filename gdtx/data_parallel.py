@@ -75,6 +75,21 @@ class _Layout(NamedTuple):
     state_shardings: Any
     init: Callable
     steps: dict
+    per_device: bool
+    param_in_specs: Any
+
+
+def _declares_per_device_params(state: Any) -> bool:
+    """Whether a node of ``state`` (e.g. in a chain) has ``per_device_params = True``."""
+    found = []
+
+    def visit(node):
+        if getattr(type(node), "per_device_params", False) is True:
+            found.append(node)
+        return node
+
+    jax.tree.map(visit, state, is_leaf=lambda n: getattr(type(n), "per_device_params", False))
+    return bool(found)
 
 
 class _Step(NamedTuple):
@@ -289,10 +304,12 @@ def data_parallel_step(
             return out
         return out, None
 
-    def local_step(params, state, batch, args, collective, log):
+    def local_step(params, state, batch, args, collective, log, per_device=False):
         """The per-device step inside shard_map: (loss, aux, updates, new state)."""
 
         def varying(p):
+            if per_device:  # this device's own parameters: already varying over `axis`
+                return p
             return jax.lax.pcast(p, axis, to="varying")
 
         def local_loss(p):
@@ -342,10 +359,28 @@ def data_parallel_step(
                     f"multiple of {num_devices} examples (e.g. drop the last partial batch)."
                 )
 
+    def params_key(params):
+        leaves, treedef = jax.tree.flatten(params)
+        return (treedef, tuple((np.shape(x), str(jnp.result_type(x))) for x in leaves))
+
+    def model_of(params):
+        """``(model params, stacked)``: per-device params (leading axis N) are recognised
+        when a layout with per-device parameters exists for the shapes without that axis."""
+        leaves = jax.tree.leaves(params)
+        if leaves and all(np.ndim(x) >= 1 and np.shape(x)[0] == num_devices for x in leaves):
+            model = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], jnp.result_type(x)), params
+            )
+            lay = layouts.get(params_key(model))
+            if lay is not None and lay.per_device:
+                return model, True
+        return params, False
+
     def layout(params) -> _Layout:
         """Shardings of the params and the state, and the jitted init (per params structure)."""
+        params, _ = model_of(params)
         leaves, treedef = jax.tree.flatten(params)
-        key = (treedef, tuple((np.shape(x), str(jnp.result_type(x))) for x in leaves))
+        key = params_key(params)
         if key in layouts:
             return layouts[key]
         param_specs = jax.tree.unflatten(
@@ -373,7 +408,20 @@ def data_parallel_step(
             in_shardings=(param_shardings,),
             out_shardings=state_shardings,
         )
-        out = _Layout(param_shardings, state_specs, state_shardings, init, {})
+        per_device = _declares_per_device_params(state_shapes)
+        param_in_specs = jax.tree.map(lambda _: _P(), param_specs, is_leaf=_is_spec)
+        if per_device:
+            # Per-device parameters: a leading device axis along `axis`, the model's
+            # own sharding along the other axes behind it.
+            param_in_specs = jax.tree.map(lambda _: _P(axis), param_specs, is_leaf=_is_spec)
+            param_shardings = jax.tree.map(
+                lambda s: jax.sharding.NamedSharding(mesh, _P(axis, *s)),
+                param_specs,
+                is_leaf=_is_spec,
+            )
+        out = _Layout(
+            param_shardings, state_specs, state_shardings, init, {}, per_device, param_in_specs
+        )
         layouts[key] = out
         return out
 
@@ -389,12 +437,16 @@ def data_parallel_step(
         if key in lay.steps:
             return lay.steps[key]
         arg_specs = jax.tree.map(lambda _: _P(), args)
-        in_specs = (_P(), lay.state_specs, _P(axis), arg_specs)
+        in_specs = (lay.param_in_specs, lay.state_specs, _P(axis), arg_specs)
+        per_device = lay.per_device
+
+        def enter(params):
+            return jax.tree.map(lambda x: x[0], params) if per_device else params
 
         probe_log: list[Exchange] = []
 
         def probe(params, state, batch, args):
-            local_step(params, state, batch, args, True, probe_log)
+            local_step(enter(params), state, batch, args, True, probe_log, per_device)
             return jnp.zeros([])
 
         def abstract(x):
@@ -422,17 +474,22 @@ def data_parallel_step(
                 f"{others[0].axis_name!r}, but the data axis is `axis`={axis!r}. Build the "
                 f"collective with axis_name={axis!r}, or pass axis={others[0].axis_name!r}."
             )
-        collective = bool(probe_log)
+        collective = bool(probe_log) or per_device
         log: list[Exchange] = []
 
         def body(params, state, batch, args):
             del log[:]
-            loss, aux, updates, state = local_step(params, state, batch, args, collective, log)
+            params = enter(params)
+            loss, aux, updates, state = local_step(
+                params, state, batch, args, collective, log, per_device
+            )
             params = optax.apply_updates(params, updates)
-            metrics = {
-                "loss": jax.lax.pmean(loss, axis),
-                "update_norm": optax.tree.norm(updates),
-            }
+            norm = optax.tree.norm(updates)
+            if per_device:
+                # updates differ per device: report the root mean square of their norms
+                norm = jnp.sqrt(jax.lax.pmean(norm**2, axis))
+                params = jax.tree.map(lambda x: x[None], params)
+            metrics = {"loss": jax.lax.pmean(loss, axis), "update_norm": norm}
             if has_aux:
                 metrics["aux"] = _aux_mean(aux, axis)
             return params, state, metrics
@@ -441,7 +498,7 @@ def data_parallel_step(
         if has_aux:
             _, aux_shapes = jax.eval_shape(
                 lambda p, b, a: split_loss(p, b, a),
-                jax.tree.map(abstract, params),
+                jax.tree.map(abstract, model_of(params)[0]),
                 _local_batch(batch, num_devices),
                 jax.tree.map(abstract, args),
             )
@@ -450,7 +507,7 @@ def data_parallel_step(
             body,
             mesh=mesh,
             in_specs=in_specs,
-            out_specs=(_P(), lay.state_specs, metric_specs),
+            out_specs=(lay.param_in_specs, lay.state_specs, metric_specs),
             axis_names=manual,
         )
         metric_shardings = jax.tree.map(
@@ -467,11 +524,24 @@ def data_parallel_step(
         return out
 
     def init(params):
-        return layout(params).init(params)
+        lay = layout(params)
+        if model_of(params)[1]:
+            params = jax.tree.map(lambda x: x[0], params)
+        return lay.init(params)
+
+    def stacked(lay, params):
+        """Per-device params (leading axis N): the replicated ones broadcast on first use."""
+        if not lay.per_device or model_of(params)[1]:
+            return params
+        return jax.device_put(
+            jax.tree.map(lambda x: jnp.broadcast_to(x, (num_devices, *np.shape(x))), params),
+            lay.param_shardings,
+        )
 
     def step(params, opt_state, batch, *args):
         check_batch(batch)
         lay = layout(params)
+        params = stacked(lay, params)
         compiled = compiled_step(lay, params, opt_state, batch, args)
         params, opt_state, metrics = compiled.fn(params, opt_state, batch, args)
         over_axis = [e for e in compiled.log if axis in axis_names(e.axis_name)]
@@ -482,14 +552,20 @@ def data_parallel_step(
     def exchanges(params, opt_state, batch, *args):
         check_batch(batch)
         lay = layout(params)
+        params = stacked(lay, params)
         compiled = compiled_step(lay, params, opt_state, batch, args)
         if not compiled.log:
             compiled.fn.lower(params, opt_state, batch, args)  # traces the body once
         return list(compiled.log)
 
-    step.lower = lambda params, opt_state, batch, *args: compiled_step(  # noqa: E731
-        layout(params), params, opt_state, batch, args
-    ).fn.lower(params, opt_state, batch, args)
+    def lower(params, opt_state, batch, *args):
+        lay = layout(params)
+        params = stacked(lay, params)
+        return compiled_step(lay, params, opt_state, batch, args).fn.lower(
+            params, opt_state, batch, args
+        )
+
+    step.lower = lower
     return DataParallel(init, step, exchanges)
 
 
