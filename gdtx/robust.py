@@ -32,6 +32,8 @@ from gdtx._core import dtypes, validation
 from gdtx.compression import _check_per_device
 from gdtx.distributed import (
     all_gather_replicated,
+    as_per_device,
+    axis_index,
     bound_axis_size,
     check_axis_name,
     record_exchange,
@@ -366,3 +368,215 @@ def robust_mean(
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     return validation.checking_params(tx, owner, allow_complex=False)
+
+
+# --- MoNNA: per-device models, worker momentum, nearest-neighbour averaging of models ------
+
+_MONNA = "gdtx.monna"
+MONNA_RULES = ("nna", *RULES)
+
+
+class MonnaState(NamedTuple):
+    """State of :func:`monna`.
+
+    Attributes:
+      count: number of updates so far, shape ``()``, int32 (saturating); the
+        schedule's step. Replicated.
+      mu: the worker momentum ``m_i``, per device: each leaf has a leading
+        device dimension (length one inside ``jax.shard_map``, ``n`` outside).
+
+    Class attributes read by builders: ``per_device_fields = ("mu",)`` (shard
+    ``mu`` with :func:`gdtx.per_device_specs`) and ``per_device_params = True``:
+    MoNNA's **parameters** differ between devices too, so a builder carries
+    them like per-device state (leading axis ``n`` outside, ``P(axis)``,
+    ``theta[0]`` on entry of the per-device step and ``theta[None]`` on exit).
+    """
+
+    count: jax.Array
+    mu: Any
+
+    per_device_fields = ("mu",)
+    per_device_params = True
+
+
+def _nna(xs, f, own):
+    """Mean of the ``n - f`` vectors nearest ``x_own`` (itself included); ties: lower index."""
+    n = xs[0].shape[0]
+    d = sum(jnp.sum(jnp.reshape((x - _row(x, own)) ** 2, (n, -1)), axis=1) for x in xs)
+    d = jnp.where(jnp.isfinite(d), d, jnp.inf)
+    nearest = jnp.argsort(d, stable=True)[: n - f]
+    return [jnp.mean(x[nearest], axis=0) for x in xs]
+
+
+def monna(
+    learning_rate: float | optax.Schedule,
+    beta: float = 0.99,
+    *,
+    num_byzantine: int,
+    axis_name: str | Sequence[str],
+    rule: str = "nna",
+    dampening: float | None = None,
+    then: str = "trimmed_mean",
+    num_selected: int | None = None,
+    squared: bool = True,
+    tau: float = 2.0,
+    iterations: int = 3,
+) -> optax.GradientTransformationExtraArgs:
+    """MoNNA: worker momentum, then each device averages the models nearest its own.
+
+    Device ``i`` of ``n`` on ``axis_name`` keeps its **own** parameters
+    ``theta_i`` and momentum ``m_i``; at most ``f = num_byzantine < n/2``
+    devices may send anything. One step, with ``g_i`` the device's gradient at
+    ``theta_i``, ``gamma_t = learning_rate(count)`` and ``delta = dampening``:
+
+    .. math::
+
+      m_i \\leftarrow \\beta m_i + (1 - \\delta) g_i, \\qquad
+      x_i = \\theta_i - \\gamma_t m_i, \\qquad
+      \\theta_i \\leftarrow \\frac{1}{n - f} \\sum_{j \\in \\mathcal{N}_i} x_j,
+
+    ``N_i`` the ``n - f`` half-step models nearest ``x_i`` (itself included;
+    Euclidean over all leaves; ties keep the device order; a non-finite model
+    is the farthest). The update returned is ``u_i = theta_i^new - theta_i``,
+    different on every device (apply it with ``optax.apply_updates``). With
+    ``f = 0`` every device gets the mean of the half-step models (exact
+    consensus); a Byzantine model far from the honest ones is never averaged.
+
+    ``rule`` other than ``"nna"`` puts a :func:`robust_mean` rule in the mixing
+    slot instead (decentralised SGD with robust mixing of models; the result is
+    then the same on every device; ``"centered_clipping"`` starts from the
+    device's own half-step model, as LPD's peer-to-peer code).
+
+    Each device all-gathers the half-step models in float32 (at least):
+    ``(n - 1)`` models received per device per step, declared to
+    :func:`gdtx.distributed.recording_exchanges`. ``f >= n/2`` raises a
+    ``ValueError`` when ``update`` is traced.
+
+    Per-device parameters: under ``jax.shard_map`` pass ``params`` with a
+    leading device axis and ``in_specs=P(axis)`` and call ``update`` on
+    ``theta[0]``; :class:`MonnaState` declares ``per_device_params = True`` and
+    ``per_device_fields = ("mu",)`` for builders.
+
+    .. warning::
+      LPD's simulation gives each honest worker its own model, ``n - 2f - 1``
+      random other honest ones and the ``f`` Byzantine ones (``n - f``
+      vectors) and averages the ``n - 2f`` nearest; here every device receives
+      all ``n`` and averages ``n - f``. The momentum starts at zero with no bias
+      correction (as LPD): with ``beta = 0.99`` the first steps move by 1% of a
+      gradient step.
+
+    Args:
+      learning_rate: ``gamma_t``, a real number > 0 or a schedule of the step
+        count (LPD: ``0.75 / (t // 50 + 1)``).
+      beta: the momentum, in [0, 1).
+      num_byzantine: ``f``, an integer >= 0 and < n/2 (checked when traced).
+      axis_name: the bound mesh axis (or tuple of axes) of the devices.
+      rule: ``"nna"`` (MoNNA), or a :func:`robust_mean` rule applied to the
+        gathered half-step models.
+      dampening: ``delta`` in [0, 1), or None for ``delta = beta`` (LPD's runs).
+      then, num_selected, squared, tau, iterations: as in :func:`robust_mean`,
+        for the non-``"nna"`` rules (``tau`` defaults to LPD's 2).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state
+      :class:`MonnaState` whose ``update`` needs ``params``.
+
+    Examples:
+      Five devices under ``jax.vmap`` with ``beta = 0`` and ``f = 1``: device 4
+      holds a model far away. The four honest devices agree on the mean of the
+      honest half-step models; the far one is dropped:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from gdtx.robust import monna
+      >>> theta = jnp.array([[0.0], [1.0], [2.0], [3.0], [100.0]])
+      >>> grads = jnp.zeros_like(theta)
+      >>> tx = monna(0.1, 0.0, num_byzantine=1, axis_name="d", dampening=0.0)
+      >>> def step(p, g):
+      ...     state = tx.init(p)
+      ...     return tx.update(g, state, p)[0]
+      >>> new = theta + jax.vmap(step, axis_name="d")(theta, grads)
+      >>> print(new[:4, 0])
+      [1.5 1.5 1.5 1.5]
+
+    References:
+      Farhadkhani, Guerraoui, Gupta, Hoang, Pinot, Stephan, `Robust
+      Collaborative Learning with Linear Gradient Overhead
+      <https://arxiv.org/abs/2209.10931>`_, ICML 2023 (code:
+      https://github.com/LPD-EPFL/robust-collaborative-learning,
+      ``peerToPeer.py``, ``aggregators/cva.py``).
+    """
+    owner = _MONNA
+    validation.check_positive(owner, "learning_rate", learning_rate, schedule=True)
+    validation.check_decay(owner, "beta", beta)
+    validation.check_decay(owner, "dampening", dampening, optional=True)
+    validation.check_choice(owner, "rule", rule, MONNA_RULES)
+    validation.check_choice(owner, "then", then, _SECOND_RULES)
+    f = validation.check_static_integer(owner, "num_byzantine", num_byzantine, 0)
+    check_axis_name(owner, axis_name)
+    if num_selected is not None:
+        num_selected = validation.check_static_integer(owner, "num_selected", num_selected, 1)
+    validation.check_flags(owner, squared=squared)
+    validation.check_positive(owner, "tau", tau)
+    iterations = validation.check_static_integer(owner, "iterations", iterations, 1)
+    delta = beta if dampening is None else dampening
+    options = {
+        "then": then,
+        "num_selected": num_selected,
+        "squared": bool(squared),
+        "tau": tau,
+        "iterations": iterations,
+    }
+
+    def init_fn(params):
+        mu = dtypes.zeros_like_params(params, None)
+        mu = jax.tree.map(lambda z: _as_per_device_leaf(z, axis_name, init=True), mu)
+        return MonnaState(count=jnp.zeros([], jnp.int32), mu=mu)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(
+                f"{owner}: `update` needs `params` (each device's own model theta_i); "
+                "call tx.update(grads, state, params)."
+            )
+        validation.check_like_params(owner, updates, params)
+        n = bound_axis_size(owner, axis_name)
+        if 2 * f >= n:
+            raise ValueError(
+                f"{owner}: `num_byzantine` must be < n/2 for the n = {n} devices of "
+                f"axis_name={axis_name!r} (a majority must be honest), got {f}."
+            )
+        _check_per_device(owner, updates, axis_name)
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        g_leaves, treedef = jax.tree.flatten(updates)
+        p_leaves = treedef.flatten_up_to(params)
+        m_leaves = treedef.flatten_up_to(state.mu)
+        count = optax.safe_increment(state.count)
+        if not g_leaves:
+            return updates, MonnaState(count=count, mu=state.mu)
+        new_mu, stacks = [], []
+        for g, p, m in zip(g_leaves, p_leaves, m_leaves, strict=True):
+            ct = dtypes.compute_dtype(p)
+            mu_i = beta * m[0].astype(ct) + (1.0 - delta) * g.astype(ct)
+            new_mu.append(_as_per_device_leaf(mu_i.astype(m.dtype), axis_name, init=False))
+            x = p.astype(ct) - lr * mu_i
+            record_exchange(owner, axis_name, "all-gather", x.dtype, x.size * x.dtype.itemsize, n)
+            stacks.append(all_gather_replicated(x, axis_name))
+        own = axis_index(axis_name)
+        if rule == "nna":
+            mixed = _nna(stacks, f, own)
+        else:
+            prev = [_row(s, own)[0] for s in stacks]  # CC's v_0: the own half-step model
+            mixed = _APPLY[rule](stacks, f, options, prev)
+        out = [
+            (mx - p.astype(mx.dtype)).astype(p.dtype) for mx, p in zip(mixed, p_leaves, strict=True)
+        ]
+        new_state = MonnaState(count=count, mu=jax.tree.unflatten(treedef, new_mu))
+        return jax.tree.unflatten(treedef, out), new_state
+
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return validation.checking_params(tx, owner, allow_complex=False)
+
+
+def _as_per_device_leaf(x, axis_name, *, init):
+    return as_per_device(x, axis_name, init=init)

@@ -92,7 +92,7 @@ def _attack_leaf(code, x, num_bad, noise, *, sigma, z, eps):
     honest = jnp.reshape(jnp.arange(n) < n - num_bad, (n,) + (1,) * (x.ndim - 1))
     h = jnp.maximum(n - num_bad, 1).astype(x.dtype)
     mean = jnp.sum(jnp.where(honest, x, 0.0), axis=0) / h
-    var = jnp.sum(jnp.where(honest, (x - mean) ** 2, 0.0), axis=0) / jnp.maximum(h - 1, 1)
+    var = jnp.sum(jnp.where(honest, (x - mean[None]) ** 2, 0.0), axis=0) / jnp.maximum(h - 1, 1)
     # All candidates, then a select: lax.switch would need the branches' varying-ness to match.
     candidates = [-mean, sigma * noise, mean + z * jnp.sqrt(var), -eps * mean]
     out = mean

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,8 @@ from jax.sharding import PartitionSpec as P
 
 import gdtx
 from gdtx.distributed import recording_exchanges
-from gdtx.robust import RULES, robust_mean
+from gdtx.robust import RULES, MonnaState, monna, robust_mean
+from tests import byzantine_attacks as ba
 from tests import tiny_digits as td
 
 _N = 8
@@ -172,19 +175,12 @@ def test_krum_picks_the_honest_cluster_and_never_a_nan_vector():
 # --- attacks: 8 devices, f adversaries -----------------------------------------------------
 
 
-def _sign_flip(honest, rng, f):
-    return np.repeat(-honest.mean(0, keepdims=True), f, axis=0)
-
-
-def _large_noise(honest, rng, f):
-    return 100.0 * rng.normal(size=(f, honest.shape[1]))
-
-
-def _alie(honest, rng, f, z=1.5):
-    return np.repeat((honest.mean(0) + z * honest.std(0, ddof=1))[None], f, axis=0)
-
-
-_ATTACKS = {"sign_flip": _sign_flip, "large_noise": _large_noise, "alie": _alie}
+_ATTACKS = {
+    "sign_flip": ba.sign_flip,
+    "large_noise": functools.partial(ba.large_noise, sigma=100.0),
+    "alie": ba.alie,
+    "foe": ba.foe,
+}
 _ROBUST = [
     ("median", {}),
     ("trimmed_mean", {}),
@@ -209,7 +205,7 @@ def test_rules_stay_near_the_honest_mean_under_attack(attack, f):
     target = honest.mean(0)
     spread = np.sqrt(((honest - target) ** 2).sum(1)).max()  # an honest vector's distance
     plain = np.linalg.norm(_aggregate("mean", pool, f) - target)
-    if attack != "alie":  # ALIE hides within the spread: the mean moves little too
+    if attack in ("sign_flip", "large_noise"):  # ALIE and FOE hide: the mean moves less
         assert plain > 3 * spread, plain
     for rule, kwargs in _ROBUST:
         if rule == "centered_clipping":  # from the honest region, as after a few steps
@@ -327,3 +323,152 @@ def test_data_parallel_digits_with_two_sign_flippers(tiny_digits):
     assert honest > 0.8, honest
     assert attacked < honest - 0.3, (attacked, honest)
     assert robust > honest - 0.08, (robust, honest)
+
+
+# --- the attack fixtures' traced form ------------------------------------------------------
+
+
+@pytest.mark.parametrize("attack", ["sign_flip", "alie", "foe"])
+def test_byzantine_transform_sends_the_numpy_attack(attack):
+    """The in-chain fixture replaces the last rows by the NumPy attack on the honest rows."""
+    x = np.random.default_rng(8).normal(size=(_N, 5)).astype(np.float32)
+    tx = ba.byzantine("d", code=ba.CODES[attack], num_bad=3)
+    state = tx.init(x[0])
+    out = np.asarray(jax.vmap(lambda g: tx.update(g, state)[0], axis_name="d")(x))
+    np.testing.assert_array_equal(out[:5], x[:5])
+    expected = ba.ATTACKS[attack](x[:5].astype(np.float64), None, 3)
+    np.testing.assert_allclose(out[5:], expected, rtol=1e-5, atol=1e-6)
+
+
+# --- MoNNA ---------------------------------------------------------------------------------
+
+
+def _np_monna_step(thetas, moms, grads, byz, *, lr, beta, dampening, f):
+    """One MoNNA round for the honest workers (LPD peerToPeer.py; ref_distributed2.monna_step).
+
+    ``m_j = beta m_j + (1 - dampening) g_j``, ``x_j = theta_j - lr m_j``, then
+    ``theta_j`` = the mean of the ``len(pool) - f`` vectors of ``pool`` (all honest
+    half-step models and the Byzantine ``byz``) nearest ``x_j`` (cva.py, stable sort).
+    """
+    moms = beta * moms + (1.0 - dampening) * grads
+    half = thetas - lr * moms
+    pool = np.concatenate([half, byz])
+    new = []
+    for j in range(len(half)):
+        order = np.argsort(np.linalg.norm(pool - half[j], axis=1), kind="stable")
+        new.append(pool[order[: len(pool) - f]].mean(0))
+    return np.stack(new), moms
+
+
+def _monna_vmap(tx, thetas, grads, state=None):
+    if state is None:
+        state = jax.vmap(tx.init, axis_name="d")(thetas)
+    u, s = jax.vmap(lambda g, st, p: tx.update(g, st, p), axis_name="d")(grads, state, thetas)
+    return np.asarray(thetas + u), s
+
+
+def test_monna_with_no_byzantine_is_exact_averaging_of_the_half_step_models():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(20)
+        thetas, grads = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+        tx = monna(0.3, 0.9, num_byzantine=0, axis_name="d")  # dampening = beta
+        new, state = _monna_vmap(tx, thetas, grads)
+        mom = 0.1 * grads
+        np.testing.assert_allclose(new, np.broadcast_to((thetas - 0.3 * mom).mean(0), new.shape))
+        np.testing.assert_allclose(np.asarray(state.mu)[:, 0], mom, rtol=1e-12)
+
+
+def test_monna_with_one_far_byzantine_gives_the_honest_mean():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(21)
+        thetas, grads = rng.normal(size=(7, 3)), rng.normal(size=(7, 3))
+        thetas[6] = 1e3  # the Byzantine model, far from every honest one
+        tx = monna(0.5, 0.0, num_byzantine=1, axis_name="d", dampening=0.0)
+        new, _ = _monna_vmap(tx, thetas, grads)
+        honest_half = thetas[:6] - 0.5 * grads[:6]
+        np.testing.assert_allclose(new[:6], np.broadcast_to(honest_half.mean(0), (6, 3)))
+
+
+def _zero_last(honest, sharding):
+    def zero(m):  # on the host: slicing an Explicit-sharded array reshards the slice
+        m = np.array(m)
+        m[honest:] = 0.0
+        return jax.device_put(m, sharding)
+
+    return zero
+
+
+def test_monna_equals_the_reference_under_shard_map():
+    """Three steps on 8 devices, 2 Byzantine (they hold fixed models), float64, shared draws."""
+    mesh = jax.make_mesh((_N,), ("data",), devices=jax.devices()[:_N])
+    f, honest, d = 2, _N - 2, 5
+    schedule = lambda t: 0.75 / (t // 2 + 1)  # noqa: E731 - LPD's step-wise decay, faster
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(22)
+        thetas = rng.normal(size=(honest, d))
+        moms = np.zeros((honest, d))
+        byz = 0.6 * rng.normal(size=(f, d))  # near enough that some are averaged
+        tx = monna(schedule, 0.9, num_byzantine=f, axis_name="data", dampening=0.5)
+        state = tx.init({"a": jnp.zeros(2), "b": jnp.zeros(3)})  # two leaves, one distance
+        # per-device mu: (1, ...) per device inside shard_map, (N, ...) outside
+        mu = jax.tree.map(lambda m: jnp.repeat(m, _N, axis=0), state.mu)
+        state = state._replace(mu=jax.device_put(mu, jax.sharding.NamedSharding(mesh, P("data"))))
+
+        def local(p, g, s):
+            p0, g0 = jax.tree.map(lambda x: x[0], (p, g))
+            u, s = tx.update(g0, s, p0)
+            return jax.tree.map(lambda x: x[None], u), s
+
+        specs = MonnaState(count=P(), mu=P("data"))
+        fn = jax.jit(
+            jax.shard_map(
+                local,
+                mesh=mesh,
+                in_specs=(P("data"), P("data"), specs),
+                out_specs=(P("data"), specs),
+            )
+        )
+        sharded = jax.sharding.NamedSharding(mesh, P("data"))
+        for t in range(3):
+            grads = rng.normal(size=(honest, d))
+            full_p = np.concatenate([thetas, byz])
+            full_g = np.concatenate([grads, np.zeros((f, d))])
+            split = lambda x: {"a": jnp.asarray(x[:, :2]), "b": jnp.asarray(x[:, 2:])}  # noqa: E731
+            state = state._replace(  # the Byzantine devices' momentum stays 0
+                mu=jax.tree.map(_zero_last(honest, sharded), state.mu)
+            )
+            u, state = fn(*jax.device_put((split(full_p), split(full_g)), sharded), state)
+            new = full_p + np.concatenate([np.asarray(u["a"]), np.asarray(u["b"])], axis=1)
+            thetas, moms = _np_monna_step(
+                thetas, moms, grads, byz, lr=schedule(t), beta=0.9, dampening=0.5, f=f
+            )
+            np.testing.assert_allclose(new[:honest], thetas, rtol=1e-12, atol=1e-14)
+        assert int(state.count) == 3
+
+
+def test_monna_declares_per_device_params_and_the_gather():
+    assert MonnaState.per_device_params is True
+    assert MonnaState.per_device_fields == ("mu",)
+    tx = monna(0.1, num_byzantine=1, axis_name="d")
+    x = jnp.ones((4, 3))
+    with recording_exchanges() as log:
+        _monna_vmap(tx, x, x)
+    assert [(e.op, e.operand_bytes, e.num_devices) for e in log] == [("all-gather", 12, 4)]
+
+
+def test_monna_misuse():
+    with pytest.raises(ValueError, match=r"gdtx\.monna: `beta` must be in \[0, 1\)"):
+        monna(0.1, 1.0, num_byzantine=0, axis_name="d")
+    with pytest.raises(ValueError, match=r"gdtx\.monna: `learning_rate` must be > 0"):
+        monna(-0.1, num_byzantine=0, axis_name="d")
+    with pytest.raises(ValueError, match=r"gdtx\.monna: `rule` must be one of"):
+        monna(0.1, num_byzantine=0, axis_name="d", rule="cva")
+    with pytest.raises(TypeError, match=r"gdtx\.monna: `num_byzantine` must be an integer"):
+        monna(0.1, num_byzantine=0.5, axis_name="d")
+    tx = monna(0.1, num_byzantine=2, axis_name="d")
+    x = jnp.ones((4, 3))
+    with pytest.raises(ValueError, match=r"gdtx\.monna: `num_byzantine` must be < n/2.*n = 4"):
+        _monna_vmap(tx, x, x)
+    state = jax.vmap(tx.init, axis_name="d")(x)
+    with pytest.raises(ValueError, match=r"gdtx\.monna: `update` needs `params`"):
+        jax.vmap(lambda g, s: tx.update(g, s), axis_name="d")(x, state)

@@ -92,3 +92,8 @@ CASES = (
         invalid=(*_COMMON_INVALID, ({"squared": "yes"}, r"gdtx\.robust_mean: `squared`")),
     ),
 )
+
+# No battery row for gdtx.robust.monna: its update needs each device's own
+# parameters (``per_device_params``) and returns a different update per device,
+# while the battery's harness runs replicated parameters; its tests are in
+# tests/test_robust.py (closed forms and a float64 transcription under shard_map).
