@@ -63,9 +63,7 @@ class ScaleByMFACState(NamedTuple):
 def _validate(owner: str, num_grads, damping, grads_dtype, max_window_bytes) -> int:
     m = validation.check_static_integer(owner, "num_grads", num_grads, 1)
     validation.check_positive(owner, "damping", damping)
-    validation.check_dtype(owner, "grads_dtype", grads_dtype)
-    if grads_dtype is not None and jnp.issubdtype(grads_dtype, jnp.complexfloating):
-        raise ValueError(f"{owner}: `grads_dtype` must be a real dtype, got {grads_dtype!r}.")
+    validation.check_dtype(owner, "grads_dtype", grads_dtype, real=True)
     validation.check_positive(owner, "max_window_bytes", max_window_bytes, optional=True)
     return m
 

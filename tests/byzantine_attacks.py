@@ -87,7 +87,7 @@ class ByzantineState(NamedTuple):
 
 
 def _attack_leaf(code, x, num_bad, noise, *, sigma, z, eps):
-    """The attack vector from the gathered ``x`` (``n`` rows), honest = the first ``n - num_bad``."""
+    """The attack vector from the gathered ``x`` (rows; the first ``n - num_bad`` are honest)."""
     n = x.shape[0]
     honest = jnp.reshape(jnp.arange(n) < n - num_bad, (n,) + (1,) * (x.ndim - 1))
     h = jnp.maximum(n - num_bad, 1).astype(x.dtype)

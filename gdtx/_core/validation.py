@@ -223,8 +223,11 @@ def check_flags(owner: str, **flags: Any) -> None:
         )
 
 
-def check_dtype(owner: str, name: str, value: Any) -> None:
-    """Raises ``ValueError`` unless ``value`` is None or a floating/complex dtype."""
+def check_dtype(owner: str, name: str, value: Any, *, real: bool = False) -> None:
+    """Raises ``ValueError`` unless ``value`` is None or a floating/complex dtype.
+
+    ``real=True`` refuses complex dtypes too (a buffer whose math is real-only).
+    """
     if value is None:
         return
     if isinstance(value, jax.Array | np.ndarray):
@@ -239,6 +242,8 @@ def check_dtype(owner: str, name: str, value: Any) -> None:
         _fail(owner, name, "None or a dtype", value)
     if not jnp.issubdtype(dtype, jnp.inexact):
         _fail(owner, name, "None or a floating-point dtype", value)
+    if real and jnp.issubdtype(dtype, jnp.complexfloating):
+        _fail(owner, name, "None or a real floating-point dtype", value)
 
 
 def _leaf_dtype(leaf: Any) -> Any | None:

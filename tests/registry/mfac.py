@@ -24,7 +24,10 @@ _INVALID = (
     ({"momentum": 1.0}, r"`momentum` must be in \[0, 1\), got 1\.0"),
     ({"weight_decay": -1e-4}, r"`weight_decay` must be >= 0"),
     ({"grads_dtype": "int32"}, r"`grads_dtype` must be None or a floating-point dtype"),
-    ({"grads_dtype": "complex64"}, r"`grads_dtype` must be a real dtype"),
+    (
+        {"grads_dtype": "complex64"},
+        r"gdtx\.mfac: `grads_dtype` must be None or a real floating-point dtype, got .complex64.",
+    ),
     ({"mu_dtype": "int32"}, r"gdtx\.mfac: `mu_dtype` must be None or a floating-point dtype"),
     ({"max_window_bytes": 0}, r"`max_window_bytes` must be > 0, got 0"),
 )
