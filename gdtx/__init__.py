@@ -58,8 +58,15 @@ from gdtx.frank_wolfe import (
     one_sample_frank_wolfe,
 )
 from gdtx.games import ACGDState, CGDState, acgd, cgd, conjugate_gradient
+from gdtx.local_sgd import (
+    LocalPeriodicAverageState,
+    PeriodicAverageState,
+    average_params,
+    diloco,
+    periodic_average,
+)
 from gdtx.mfac import ScaleByMFACState, mfac, scale_by_mfac
-from gdtx.robust import RobustMeanState, robust_mean
+from gdtx.robust import MonnaState, RobustMeanState, monna, robust_mean
 from gdtx.schedules import (
     RecordGradNormState,
     linear_decay,
@@ -110,8 +117,11 @@ __all__ = [
     "DataParallel",
     "DeterministicFrankWolfeState",
     "ErrorFeedbackState",
+    "LocalPeriodicAverageState",
     "MajorityVoteState",
+    "MonnaState",
     "OneSampleFrankWolfeState",
+    "PeriodicAverageState",
     "RecordGradNormState",
     "RectifyState",
     "RobustMeanState",
@@ -135,6 +145,7 @@ __all__ = [
     "artemis_wire_bytes",
     "atomo",
     "augmented_inner_product_test",
+    "average_params",
     "batch_gradient_statistics",
     "batch_mean_and_variance",
     "cgd",
@@ -145,6 +156,7 @@ __all__ = [
     "deterministic_frank_wolfe",
     "diana",
     "diffgrad",
+    "diloco",
     "error_feedback",
     "frank_wolfe_gap",
     "hessian_vector_product",
@@ -157,12 +169,14 @@ __all__ = [
     "m_ssd",
     "majority_vote",
     "mfac",
+    "monna",
     "msvag",
     "msvag_gamma",
     "next_batch_size",
     "norm_test",
     "one_sample_frank_wolfe",
     "per_device_specs",
+    "periodic_average",
     "qsgd",
     "radam",
     "record_grad_norm",

@@ -229,7 +229,11 @@ def periodic_average(
       maxtext's DiLoCo (``src/maxtext/trainers/diloco/diloco.py``,
       https://github.com/AI-Hypercomputer/maxtext).
     """
-    owner = _OWNER
+    return _periodic_average(_OWNER, inner, every, axis_name, outer, average_state)
+
+
+def _periodic_average(owner, inner, every, axis_name, outer, average_state):
+    """:func:`periodic_average` whose errors name ``owner`` (the function the user called)."""
     _check_transformation(owner, "inner", inner)
     _check_transformation(owner, "outer", outer, optional=True)
     every = validation.check_static_integer(owner, "every", every, 1)
@@ -246,7 +250,9 @@ def periodic_average(
         if outer is None:
             anchor, outer_state = optax.EmptyState(), optax.EmptyState()
         else:
-            anchor, outer_state = params, outer.init(params)
+            # a copy: params and state may both be donated to the step
+            anchor = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+            outer_state = outer.init(params)
         return state_type(
             count=jnp.zeros([], jnp.int32), inner=inner_state, anchor=anchor, outer=outer_state
         )
@@ -366,7 +372,7 @@ def diloco(
     validation.check_static_integer(owner, "every", every, 1)
     momentum = outer_momentum if validation.concrete_value(outer_momentum) != 0.0 else None
     outer = optax.sgd(outer_learning_rate, momentum=momentum, nesterov=nesterov)
-    return periodic_average(inner, every, axis_name, outer=outer)
+    return _periodic_average(owner, inner, every, axis_name, outer, None)
 
 
 def average_params(params: Any) -> Any:
@@ -385,6 +391,11 @@ def average_params(params: Any) -> Any:
       >>> import jax.numpy as jnp
       >>> print(average_params({"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])})["w"])
       [2. 3.]
+
+    References:
+      The model of local SGD is the average of the workers' models: Stich,
+      `Local SGD Converges Fast and Communicates Little
+      <https://arxiv.org/abs/1805.09767>`_, ICLR 2019.
     """
     return jax.tree.map(lambda x: jnp.mean(x, axis=0).astype(x.dtype), params)
 

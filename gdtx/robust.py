@@ -474,8 +474,12 @@ def monna(
       rule: ``"nna"`` (MoNNA), or a :func:`robust_mean` rule applied to the
         gathered half-step models.
       dampening: ``delta`` in [0, 1), or None for ``delta = beta`` (LPD's runs).
-      then, num_selected, squared, tau, iterations: as in :func:`robust_mean`,
-        for the non-``"nna"`` rules (``tau`` defaults to LPD's 2).
+      then: as in :func:`robust_mean`, for ``rule="nnm"``.
+      num_selected: as in :func:`robust_mean`, for ``"multi_krum"``.
+      squared: as in :func:`robust_mean`, for the Krum rules.
+      tau: as in :func:`robust_mean`, for ``"centered_clipping"`` (default
+        LPD's 2).
+      iterations: as in :func:`robust_mean`, for ``"centered_clipping"``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state

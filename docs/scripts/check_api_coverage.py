@@ -41,6 +41,7 @@ TITLES = {
     "gdtx.schedules": "Learning-rate schedules",
     "gdtx.games": "Games: CGD and ACGD",
     "gdtx.frank_wolfe": "Frank-Wolfe and linear minimisation oracles",
+    "gdtx.local_sgd": "Local SGD and DiLoCo",
     "gdtx._core.extra_args": "Chaining and extra arguments",
 }
 # A directive and its indented options; one with ``members: false`` only shows a
