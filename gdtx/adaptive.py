@@ -37,7 +37,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from gdtx._core import dtypes, extra_args, rectification, validation
@@ -340,18 +339,6 @@ class RectifyState(NamedTuple):
     inner_state: optax.OptState
 
 
-def _check_threshold(owner: str, threshold: Any) -> None:
-    # Below rho = 4 the rectification term is imaginary: a threshold there would
-    # take "rectified" steps of size zero. An infinite one would never rectify.
-    x = validation.real_values(owner, "threshold", threshold)
-    if x is None:
-        return
-    if not np.all(x >= 4):
-        raise ValueError(f"{owner}: `threshold` must be >= 4, got {threshold!r}.")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{owner}: `threshold` must be finite, got {threshold!r}.")
-
-
 def _closure_value(fn: Any, name: str, depth: int = 3) -> Any:
     """The value bound to ``name`` in ``fn``'s closure (or a nested one), if unique.
 
@@ -539,7 +526,9 @@ def _rectify(
     """:func:`rectify`, with ``owner`` naming the public function in messages."""
     validation.check_decay(owner, "b1", b1)
     validation.check_decay(owner, "b2", b2)
-    _check_threshold(owner, threshold)
+    # Below rho = 4 the rectification term is imaginary: a threshold there would
+    # take "rectified" steps of size zero. An infinite one would never rectify.
+    validation.check_at_least(owner, "threshold", threshold, 4)
     validation.check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
     _warn_on_mismatch(owner, inner, "b1", b1)
     _warn_on_mismatch(owner, inner, "b2", b2)
@@ -697,7 +686,9 @@ def _scale_by_radam(
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`scale_by_radam` with ``owner`` (the public function called) in its messages."""
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
-    _check_threshold(owner, threshold)
+    # Below rho = 4 the rectification term is imaginary: a threshold there would
+    # take "rectified" steps of size zero. An infinite one would never rectify.
+    validation.check_at_least(owner, "threshold", threshold, 4)
     validation.check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
     adam = _scale_by_adam_unbiased_eps(
         owner, b1, b2, eps, dtypes.canonical_dtype(mu_dtype), dtypes.canonical_dtype(nu_dtype)
@@ -776,7 +767,9 @@ def radam(
     """
     owner = "gdtx.radam"
     _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
-    _check_threshold(owner, threshold)
+    # Below rho = 4 the rectification term is imaginary: a threshold there would
+    # take "rectified" steps of size zero. An infinite one would never rectify.
+    validation.check_at_least(owner, "threshold", threshold, 4)
     validation.check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
     direction = _scale_by_radam(
         owner,

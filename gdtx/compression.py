@@ -730,16 +730,10 @@ def atomo(budget: float, *, atoms: str = "entry", cap_sigmas: float | None = 4.0
     """
     owner = "gdtx.atomo"
     validation.check_choice(owner, "atoms", atoms, ("entry", "svd"))
-    if isinstance(budget, jax.core.Tracer):
-        raise TypeError(
-            f"{owner}: `budget` sizes the payload and cannot be traced; with "
-            f"optax.inject_hyperparams, list it in `static_args`."
-        )
+    # the budget sizes the payload: it must be known when the step is traced
+    budget = validation.check_static_real(owner, "budget", budget)
     validation.check_positive(owner, "budget", budget)
-    if validation.concrete_value(budget) is None:
-        raise TypeError(f"{owner}: `budget` must be a real scalar, got {budget!r}.")
     validation.check_non_negative(owner, "cap_sigmas", cap_sigmas, optional=True)
-    budget = validation.concrete_value(budget)
     return ATOMO(
         budget, atoms, None if cap_sigmas is None else validation.concrete_value(cap_sigmas)
     )

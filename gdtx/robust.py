@@ -25,7 +25,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from gdtx._core import dtypes, validation
@@ -170,8 +169,7 @@ class RobustMeanState(NamedTuple):
 
 def _check_tau(tau):
     validation.check_positive(_OWNER, "tau", tau)
-    if not isinstance(tau, jax.core.Tracer) and np.ndim(tau) != 0:
-        raise ValueError(f"{_OWNER}: `tau` must be a scalar, got {tau!r}.")
+    validation.check_scalar(_OWNER, "tau", tau)
 
 
 def robust_mean(

@@ -445,9 +445,9 @@ def refined_multipliers(
 
 def _refine(owner: str, grad_norms: Any, smoothing: Any, norm: str, resolution: Any):
     g = _host_norms(owner, grad_norms)
-    validation.check_non_negative(owner, "smoothing", smoothing)
-    if isinstance(smoothing, jax.core.Tracer) or not 0 <= float(smoothing) <= 1:
-        raise ValueError(f"{owner}: `smoothing` must be in [0, 1], got {smoothing!r}.")
+    # the schedule is a host-side table: smoothing must be concrete
+    smoothing = validation.check_static_real(owner, "smoothing", smoothing)
+    validation.check_interval(owner, "smoothing", smoothing, 0, 1)
     validation.check_choice(owner, "norm", norm, _NORMS)
     if resolution is None:
         smoothed = _median_filter(g, _odd_width(float(smoothing), len(g)))

@@ -443,9 +443,7 @@ def salr(
     validation.check_integer(owner, "every", every, 1)
     history_length = validation.check_static_integer(owner, "history", history, 1)
     validation.check_positive(owner, "max_multiplier", max_multiplier, optional=True)
-    band = validation.real_values(owner, "dead_band", dead_band, optional=True)
-    if band is not None and not (np.all(band >= 0) and np.all(band < 50)):
-        raise ValueError(f"{owner}: `dead_band` must be in [0, 50), got {dead_band!r}.")
+    validation.check_interval(owner, "dead_band", dead_band, 0, 50, high_open=True, optional=True)
     per_example = _check_flag(owner, "per_example", per_example)
     fn_name = "per_example_value_fn" if per_example else "value_fn"
 

@@ -368,7 +368,7 @@ def test_refined_schedule_drives_an_optimizer():
         ({"grad_norms": np.ones((3, 2))}, ValueError, r"`grad_norms` must be 1-D"),
         ({"grad_norms": "abc"}, TypeError, r"`grad_norms` must be a 1-D sequence"),
         ({"smoothing": 1.5}, ValueError, r"`smoothing` must be in \[0, 1\], got 1\.5"),
-        ({"smoothing": -0.1}, ValueError, r"`smoothing` must be >= 0, got -0\.1"),
+        ({"smoothing": -0.1}, ValueError, r"`smoothing` must be in \[0, 1\], got -0\.1"),
         ({"smoothing": "0.1"}, TypeError, r"`smoothing` must be a real number"),
         ({"norm": "l3"}, ValueError, r"`norm` must be one of \('l2', 'l1'\), got 'l3'"),
         ({"resolution": 1}, ValueError, r"`resolution` must be an integer >= 2, got 1"),

@@ -145,6 +145,70 @@ def check_decay(
     )
 
 
+def check_at_least(
+    owner: str, name: str, value: Any, minimum: float, *, optional: bool = False
+) -> None:
+    """Raises unless ``value`` is a real number >= ``minimum`` and finite (every entry)."""
+    _check_range(
+        owner,
+        name,
+        value,
+        lambda x: x >= minimum,
+        f">= {minimum:g}",
+        schedule=False,
+        optional=optional,
+    )
+
+
+def check_interval(
+    owner: str,
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    high_open: bool = False,
+    optional: bool = False,
+) -> None:
+    """Raises unless every entry of ``value`` is in ``[low, high]`` (``[low, high)``)."""
+    bracket = ")" if high_open else "]"
+    _check_range(
+        owner,
+        name,
+        value,
+        lambda x: (low <= x) & ((x < high) if high_open else (x <= high)),
+        f"in [{low:g}, {high:g}{bracket}",
+        schedule=False,
+        optional=optional,
+    )
+
+
+def check_scalar(owner: str, name: str, value: Any) -> None:
+    """Raises ``ValueError`` unless ``value`` is a scalar (a tracer's shape counts too)."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"{owner}: `{name}` must be a scalar, got {value!r}.")
+
+
+def check_static_real(owner: str, name: str, value: Any) -> float:
+    """Returns ``value`` as a float; it fixes a shape or a host-side table, so it must be concrete.
+
+    Raises:
+      TypeError: for a tracer, saying to list ``name`` in ``inject_hyperparams``'
+        ``static_args``; for anything that is not a real scalar.
+    """
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{owner}: `{name}` must be a concrete number, not a traced value (it is "
+            f"used when the step is built); with optax.inject_hyperparams, list it in "
+            f"`static_args`."
+        )
+    real_values(owner, name, value)
+    number = concrete_value(value)
+    if number is None:
+        raise TypeError(f"{owner}: `{name}` must be a real scalar, got {value!r}.")
+    return number
+
+
 def _is_integer_number(value: Any) -> bool:
     if isinstance(value, bool | np.bool_):
         return False

@@ -222,3 +222,57 @@ def test_check_like_params_refuses_a_gradient_that_would_broadcast():
         validation.check_like_params("owner", {"w": jnp.ones(1)}, params)
     with pytest.raises(ValueError, match=r"owner: the updates tree does not match the params"):
         validation.check_like_params("owner", {"v": jnp.ones(4)}, params)
+
+
+def _at_least_4(owner, name, value):
+    validation.check_at_least(owner, name, value, 4)
+
+
+def _half_open_0_50(owner, name, value):
+    validation.check_interval(owner, name, value, 0, 50, high_open=True)
+
+
+def _closed_0_1(owner, name, value):
+    validation.check_interval(owner, name, value, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "check, value, message",
+    [
+        (_at_least_4, 3.5, r"owner: `arg` must be >= 4, got 3\.5\."),
+        (_at_least_4, float("inf"), r"owner: `arg` must be finite, got inf\."),
+        (_half_open_0_50, 50.0, r"owner: `arg` must be in \[0, 50\), got 50\.0\."),
+        (_half_open_0_50, -1.0, r"must be in \[0, 50\), got -1\.0"),
+        (_closed_0_1, 1.5, r"owner: `arg` must be in \[0, 1\], got 1\.5\."),
+        (_closed_0_1, np.array([0.5, -0.1]), r"must be in \[0, 1\]"),
+    ],
+)
+def test_range_checks_name_the_bound(check, value, message):
+    with pytest.raises(ValueError, match=message):
+        check("owner", "arg", value)
+
+
+@pytest.mark.parametrize(
+    "check, value",
+    [(_at_least_4, 4), (_half_open_0_50, 0.0), (_half_open_0_50, 49.9), (_closed_0_1, 1.0)],
+)
+def test_range_checks_accept_their_boundaries(check, value):
+    check("owner", "arg", value)
+
+
+def test_check_static_real():
+    assert validation.check_static_real("owner", "arg", np.float32(0.5)) == 0.5
+    with pytest.raises(TypeError, match=r"owner: `arg` must be a real scalar"):
+        validation.check_static_real("owner", "arg", np.ones(2))
+    with pytest.raises(TypeError, match=r"owner: `arg` must be a real number"):
+        validation.check_static_real("owner", "arg", "0.5")
+    with pytest.raises(
+        TypeError, match=r"`arg` must be a concrete number, not a traced value.*static_args"
+    ):
+        jax.jit(lambda x: validation.check_static_real("owner", "arg", x))(0.5)
+
+
+def test_check_scalar():
+    validation.check_scalar("owner", "arg", 2.0)
+    with pytest.raises(ValueError, match=r"owner: `arg` must be a scalar"):
+        validation.check_scalar("owner", "arg", np.ones(3))
