@@ -241,9 +241,11 @@ def main(argv: list[str]) -> None:
 
     import jax
 
+    config, workdir = FLAGS.config, FLAGS.workdir
+    _simulate_devices(jax, config.get("data_parallel_devices", 0))
+
     from gdtx.experiments import train
 
-    config, workdir = FLAGS.config, FLAGS.workdir
     logging.info("JAX devices: %r", jax.devices())
     logging.info("Config:\n%s", resolved)
     labels = train._labels(config.optimizers)
@@ -259,6 +261,29 @@ def main(argv: list[str]) -> None:
     if config.get("checkpoint_every", 0):
         files.append("checkpoints/")
     print(f"Wrote {', '.join(files)} to {workdir}", flush=True)
+
+
+def _simulate_devices(jax, count) -> None:
+    """Asks JAX for ``count`` CPU devices (a data-parallel run on one host), if it can.
+
+    ``jax_num_cpu_devices`` (what XLA_FLAGS=--xla_force_host_platform_device_count
+    does) acts only before JAX starts its backends; afterwards ``jax.config.update``
+    raises a ``RuntimeError``, and the run goes on with the devices JAX has
+    (``train.data_parallel_mesh`` refuses too few, naming the fix). It sets the CPU
+    client's device count only, so a GPU or TPU host keeps its accelerators (and
+    ``data_parallel_mesh`` says to set JAX_PLATFORMS=cpu if they are too few).
+    """
+    if not isinstance(count, int) or count < 1:
+        return  # 0: one device; anything else is refused by data_parallel_mesh.
+    if jax.config.jax_num_cpu_devices >= count:
+        return  # The user asked for at least as many already.
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:
+        # The backends are up (JAX was used before this point): too late to add
+        # devices. JAX has no public "are the backends initialised" query; this
+        # RuntimeError (its message says the update came too late) is the signal.
+        pass
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -35,6 +35,7 @@ NamedTuples (see ``gdtx.checkpoint``).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -82,12 +83,48 @@ def _resolve(name: str) -> Factory:
     module, _, attr = name.partition(".")
     if module in ("gdtx", "optax") and attr and not attr.startswith("_"):
         factory = getattr(gdtx if module == "gdtx" else optax, attr, None)
+        if factory is None and module == "gdtx" and attr.count(".") == 1:
+            # A public name of a gdtx module that gdtx/__init__ does not export
+            # (yet), e.g. "gdtx.local_sgd.diloco".
+            submodule, _, attr = attr.partition(".")
+            if not (submodule.startswith("_") or attr.startswith("_")):
+                try:
+                    found = importlib.import_module(f"gdtx.{submodule}")
+                except ImportError:
+                    found = None
+                factory = getattr(found, attr, None)
         if callable(factory):
             return factory
     raise ValueError(
         f"Unknown optimizer {name!r}; known: {', '.join(sorted(OPTIMIZERS))}, "
-        "or 'gdtx.<alias>' / 'optax.<alias>'."
+        "or 'gdtx.<alias>' / 'optax.<alias>' / 'gdtx.<module>.<alias>'."
     )
+
+
+def _with_axis(factory: Callable, kwargs: dict[str, Any], axis_name: str | None) -> dict:
+    """``kwargs`` plus ``axis_name`` when ``factory`` takes one and the config left it out."""
+    if axis_name is not None and "axis_name" not in kwargs:
+        if "axis_name" in inspect.signature(factory).parameters:
+            kwargs["axis_name"] = axis_name
+    return kwargs
+
+
+def build_component(spec: dict[str, Any], axis_name: str | None = None) -> Any:
+    """``factory(**kwargs)`` for a ``{"name": ..., "kwargs": {...}}`` dict (no learning rate).
+
+    Used for the parts of an optimizer that a config names: a compressor
+    (``{"name": "gdtx.qsgd", "kwargs": {"num_levels": 16}}``) or a collective
+    aggregation (``{"name": "gdtx.compressed_mean", "kwargs": {"compressor":
+    {...}}}``). Nested dicts with a ``name`` are built the same way; a factory
+    that takes ``axis_name`` gets ``axis_name`` unless the dict sets it.
+    """
+    spec = dict(spec)
+    factory = _resolve(spec["name"])
+    kwargs = {
+        k: build_component(v, axis_name) if isinstance(v, dict) and "name" in v else v
+        for k, v in dict(spec.get("kwargs") or {}).items()
+    }
+    return factory(**_with_axis(factory, kwargs, axis_name))
 
 
 def make_optimizer(
@@ -95,6 +132,8 @@ def make_optimizer(
     learning_rate: float,
     kwargs: dict[str, Any] | None = None,
     schedule: Callable[[float], optax.Schedule] | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> optax.GradientTransformation:
     """Builds ``name`` (a key of ``OPTIMIZERS``, or ``gdtx.X`` / ``optax.X``).
 
@@ -106,9 +145,19 @@ def make_optimizer(
 
     ``schedule``, if given, maps the (peak) learning rate to an optax schedule
     that is passed instead of it; for a wrapper it applies to the inner optimizer.
+
+    ``axis_name`` (data-parallel runs: the mesh axis) is passed to every factory
+    that takes an ``axis_name`` (``gdtx.signum_vote``, ...) and is not given one
+    in ``kwargs``. Other ``kwargs`` values that are dicts with a ``name`` are
+    built with :func:`build_component` (e.g. a compressor).
     """
     factory = _resolve(name)
-    kwargs = dict(kwargs or {})
+    kwargs = {
+        k: build_component(v, axis_name)
+        if k != "inner" and isinstance(v, dict) and "name" in v
+        else v
+        for k, v in dict(kwargs or {}).items()
+    }
     params = list(inspect.signature(factory).parameters)
     if params[:1] == ["inner"]:
         if "inner" not in kwargs:
@@ -120,10 +169,12 @@ def make_optimizer(
                 inner.get("learning_rate", learning_rate),
                 inner.get("kwargs"),
                 schedule,
+                axis_name=axis_name,
             ),
-            **kwargs,
+            **_with_axis(factory, kwargs, axis_name),
         )
-    return factory(learning_rate if schedule is None else schedule(learning_rate), **kwargs)
+    lr = learning_rate if schedule is None else schedule(learning_rate)
+    return factory(lr, **_with_axis(factory, kwargs, axis_name))
 
 
 # Extra arguments the training step can hand to ``tx.update`` when an
@@ -140,22 +191,43 @@ def _optimizer_kwargs(opt_config: ml_collections.ConfigDict) -> dict[str, Any]:
     return kwargs.to_dict() if isinstance(kwargs, ml_collections.ConfigDict) else dict(kwargs)
 
 
+# What `gdtx.data_parallel_step` hands to `tx.update` (data-parallel runs).
+DATA_PARALLEL_EXTRA_ARGS = frozenset({"value", "value_fn", "grad_fn"})
+
+
 def build_optimizer(
     opt_config: ml_collections.ConfigDict,
     schedule: Callable[[float], optax.Schedule] | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> optax.GradientTransformation:
     """The optimizer of one ``config.optimizers`` entry; fails on unsupplied extra args.
 
     ``schedule`` (see :func:`make_optimizer`) turns its learning rate into a schedule.
+    ``axis_name`` (the mesh axis of a data-parallel run) goes to every factory
+    that takes one. An entry's ``aggregate`` (a :func:`build_component` dict,
+    e.g. ``{"name": "gdtx.compressed_mean", "kwargs": {"compressor": {"name":
+    "gdtx.qsgd", "kwargs": {"num_levels": 16}}}}``) is chained before the
+    optimizer: it turns the devices' gradients into one.
     """
     tx = make_optimizer(
-        opt_config.name, opt_config.learning_rate, _optimizer_kwargs(opt_config), schedule
+        opt_config.name,
+        opt_config.learning_rate,
+        _optimizer_kwargs(opt_config),
+        schedule,
+        axis_name=axis_name,
     )
-    missing = gdtx.required_extra_args(tx) - SUPPLIED_EXTRA_ARGS
+    aggregate = opt_config.get("aggregate", None)
+    if aggregate is not None:
+        if isinstance(aggregate, ml_collections.ConfigDict):
+            aggregate = aggregate.to_dict()
+        tx = gdtx.chain(build_component(aggregate, axis_name), tx)
+    supplied = SUPPLIED_EXTRA_ARGS if axis_name is None else DATA_PARALLEL_EXTRA_ARGS
+    missing = gdtx.required_extra_args(tx) - supplied
     if missing:
         raise ValueError(
             f"Optimizer {opt_config.name!r} requires extra arguments {sorted(missing)} that "
-            f"the training loop does not supply (it supplies {sorted(SUPPLIED_EXTRA_ARGS)})."
+            f"the training loop does not supply (it supplies {sorted(supplied)})."
         )
     return tx
 
@@ -207,11 +279,81 @@ def training_optimizer(
     l2 norm of the update that is applied. ``gdtx.chain`` keeps the extra
     arguments that ``tx`` declares (``grad_fn`` of SAM, ...). The state is the
     tuple ``(RecordGradNormState, state of tx, RecordGradNormState)``.
+
+    In a data-parallel run (``config.data_parallel_devices``) it is
+    ``build_optimizer`` with the mesh axis alone: a collective's raw gradient
+    differs per device, so there is no one gradient norm to record there (the
+    step's metrics give the update norm instead).
     """
+    axis = data_parallel_axis(config)
+    if axis is not None:
+        return build_optimizer(opt_config, schedule, axis_name=axis)
     tx = build_optimizer(opt_config, schedule)
     return gdtx.chain(
         gdtx.record_grad_norm(grad_norm_kind(config, opt_config)), tx, gdtx.record_grad_norm("l2")
     )
+
+
+def data_parallel_axis(config: ml_collections.ConfigDict) -> str | None:
+    """The mesh axis of a data-parallel run (``config.mesh_axis``), None for one device."""
+    if not config.get("data_parallel_devices", 0):
+        return None
+    return config.get("mesh_axis", "data")
+
+
+def sync_every(opt_config) -> int:
+    """Steps between two exchanges of a local-SGD entry (``periodic_average``, ``diloco``), else 1.
+
+    Such an optimizer exchanges only when its step count is a multiple of
+    ``every``, yet its declared exchange (the step's ``bytes_sent``) is that of a
+    synchronising step: the loop counts those bytes on synchronising steps only.
+    """
+    from gdtx import local_sgd
+
+    factory = _resolve(opt_config.name)
+    if factory not in (local_sgd.periodic_average, local_sgd.diloco):
+        return 1
+    every = _optimizer_kwargs(opt_config).get("every")
+    if every is None:
+        every = inspect.signature(factory).parameters["every"].default
+    return int(every)
+
+
+def data_parallel_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    """The 1-D mesh of ``config.data_parallel_devices`` devices along ``config.mesh_axis``.
+
+    Fails, naming the fix, when JAX has fewer devices (``gdtx-train`` asks for
+    simulated CPU devices before JAX starts; a program must do it itself).
+    """
+    n = config.data_parallel_devices
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(
+            f"--config.data_parallel_devices must be an integer >= 1 (0: one device, no "
+            f"data parallelism), got {n!r}."
+        )
+    if config.batch_size % n:
+        raise ValueError(
+            f"--config.batch_size={config.batch_size} is not divisible by "
+            f"--config.data_parallel_devices={n}: each device takes batch_size / "
+            f"{n} examples. Use a batch size that is a multiple of {n}."
+        )
+    if config.get("checkpoint_every", 0) or config.get("refine_from", ""):
+        raise ValueError(
+            "--config.data_parallel_devices: checkpoints and --config.refine_from are not "
+            "supported in data-parallel runs yet; set --config.checkpoint_every=0 and leave "
+            "refine_from empty."
+        )
+    devices = jax.devices()
+    if len(devices) < n:
+        raise ValueError(
+            f"--config.data_parallel_devices={n} but JAX has {len(devices)} device(s) "
+            f"({jax.default_backend()}). gdtx-train simulates CPU devices when it starts; in "
+            f"your own program call jax.config.update('jax_num_cpu_devices', {n}) (or set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={n}) before JAX is first used; "
+            f"on a GPU or TPU host with fewer devices, add JAX_PLATFORMS=cpu to simulate them, "
+            f"or lower --config.data_parallel_devices."
+        )
+    return jax.sharding.Mesh(np.array(devices[:n]), (data_parallel_axis(config),))
 
 
 def _norms_of(opt_state) -> tuple[jax.Array, jax.Array]:
@@ -342,6 +484,80 @@ def _make_functions(task: tasks.Task, graphdef: Any, tx: optax.GradientTransform
     return train_step
 
 
+class DataParallelTrainStep:
+    """``train_step`` of a data-parallel run, built with :func:`gdtx.data_parallel_step`.
+
+    Called like the single-device step, ``(params, opt_state, key, batch) ->
+    (params, opt_state, key, loss, metrics)``; ``metrics`` are the step's own
+    (``loss``, ``update_norm``, ``bytes_sent``, ``payload_bytes``). The global
+    batch is split along the mesh axis; device ``k`` draws its dropout mask from
+    the step key folded with ``k``, so the devices' masks differ as they would on
+    separate machines. ``init`` places the optimizer state on the mesh.
+
+    ``every`` (:func:`sync_every`) is the period of a local-SGD optimizer, whose
+    parameters come back per device (a leading axis of ``N``):
+    :meth:`model_params` gives the model to evaluate (their mean) and
+    :meth:`bytes_of_step` counts its exchange on synchronising steps only.
+    :meth:`hlo_collectives` reads what the compiled step's collectives move
+    (``gdtx.distributed.hlo_collectives``).
+    """
+
+    def __init__(self, task, graphdef, tx, mesh: jax.sharding.Mesh, axis: str, every: int = 1):
+        def loss_fn(params, batch, key):
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis))
+            model = nnx.merge(graphdef, params)
+            losses, _ = task.per_example(model, batch, False, nnx.Rngs(dropout=key))
+            return losses.mean()
+
+        self.num_devices = mesh.shape[axis]
+        self.every = every
+        # No donation: the loop keeps the first step's inputs to compile the step
+        # again for its HLO, and the evaluation reads the parameters afterwards.
+        self.dp = gdtx.data_parallel_step(loss_fn, tx, mesh, axis=axis, donate=False)
+        self.init = self.dp.init
+        self._split = jax.jit(jax.random.split)
+        self._mean = jax.jit(lambda p: jax.tree.map(lambda x: x.mean(axis=0), p))
+
+    def __call__(self, params, opt_state, key, batch):
+        key, step_key = self._split(key)
+        params, opt_state, metrics = self.dp.step(params, opt_state, batch, step_key)
+        return params, opt_state, key, metrics["loss"], metrics
+
+    def bytes_of_step(self, step: int, metrics: dict[str, Any]) -> tuple[float, int]:
+        """``(bytes_sent, payload_bytes)`` of step ``step`` (1-based) for each device."""
+        if self.every > 1 and step % self.every:
+            return 0.0, 0  # A local step: the exchange's branch did not run.
+        return metrics["bytes_sent"], metrics["payload_bytes"]
+
+    def model_params(self, params, initial):
+        """The parameters to evaluate: per-device ones (leading axis N) averaged."""
+        stacked = jax.tree.map(
+            lambda x, x0: np.shape(x) == (self.num_devices, *np.shape(x0)), params, initial
+        )
+        if all(jax.tree.leaves(stacked)):
+            return self._mean(params)
+        return params
+
+    def hlo_collectives(self, params, opt_state, key, batch) -> list:
+        """The collectives of the compiled step (``gdtx.distributed.Collective`` each)."""
+        from gdtx.distributed import hlo_collectives
+
+        _, step_key = self._split(key)
+        hlo = self.dp.step.lower(params, opt_state, batch, step_key).compile().as_text()
+        return hlo_collectives(hlo)
+
+
+def _make_train_step(
+    config, task: tasks.Task, graphdef: Any, tx: optax.GradientTransformation, opt_config=None
+):
+    """The single-device step, or a :class:`DataParallelTrainStep` when the config asks."""
+    axis = data_parallel_axis(config)
+    if axis is None:
+        return _make_functions(task, graphdef, tx)
+    every = 1 if opt_config is None else sync_every(opt_config)
+    return DataParallelTrainStep(task, graphdef, tx, data_parallel_mesh(config), axis, every)
+
+
 def _make_evaluate(task: tasks.Task, graphdef: Any):
     """Mean loss and accuracy on a whole batch (compiled once for all optimizers)."""
 
@@ -400,13 +616,15 @@ def train_one(
     # The same seed for every optimizer: identical initial parameters.
     graphdef, state = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
     params = nnx.to_pure_dict(state)
-    opt_state = tx.init(params)
     key = jax.random.key_data(jax.random.key(config.seed))
     sampler = task.make_sampler()
     if train_step is None:
-        train_step = _make_functions(task, graphdef, tx)
+        train_step = _make_train_step(config, task, graphdef, tx)
     if evaluate is None:
         evaluate = _make_evaluate(task, graphdef)
+    data_parallel = isinstance(train_step, DataParallelTrainStep)
+    opt_state = (train_step.init if data_parallel else tx.init)(params)
+    initial_params = params
 
     metrics = ["loss", "accuracy"] if task.has_accuracy else ["loss"]
     curves: dict[str, list] = {"step": []}
@@ -422,10 +640,16 @@ def train_one(
     )
     step_log: dict[str, list] = {"grad_norm": [], "update_norm": []}
     pending: list[tuple[jax.Array, jax.Array]] = []
+    if data_parallel:
+        # Per step: the bytes each device sent (from the step's metrics: Python
+        # numbers, no host sync) and, at each evaluation, their running sum.
+        step_log.update(bytes_sent=[], payload_bytes=[])
+        curves["cumulative_bytes_sent"] = []
 
     def flush() -> None:
         for g, u in jax.device_get(pending):
-            step_log["grad_norm"].append(float(g))
+            if g is not None:
+                step_log["grad_norm"].append(float(g))
             step_log["update_norm"].append(float(u))
         pending.clear()
 
@@ -460,8 +684,12 @@ def train_one(
 
     def record(step: int) -> None:
         curves["step"].append(step)
+        model = params
+        if data_parallel:
+            curves["cumulative_bytes_sent"].append(float(sum(step_log["bytes_sent"])))
+            model = train_step.model_params(params, initial_params)
         for split, batch in task.eval_batches.items():
-            loss, acc = evaluate(params, batch)
+            loss, acc = evaluate(model, batch)
             curves[f"{split}_loss"].append(float(loss))
             if task.has_accuracy:
                 curves[f"{split}_accuracy"].append(float(acc))
@@ -510,9 +738,17 @@ def train_one(
         segment_start = time.perf_counter()
         for step in range(first_step, last + 1):
             batch = task.batch(sampler.next())
-            params, opt_state, key, loss = train_step(params, opt_state, key, batch)
+            if data_parallel and step == first_step:
+                first_inputs = (params, opt_state, key, batch)  # For the HLO (no donation).
+            params, opt_state, key, loss, *step_metrics = train_step(params, opt_state, key, batch)
             if recording:
                 pending.append(_norms_of(opt_state))
+            if data_parallel:
+                (metrics_dp,) = step_metrics
+                pending.append((None, metrics_dp["update_norm"]))
+                sent, payload = train_step.bytes_of_step(step, metrics_dp)
+                step_log["bytes_sent"].append(sent)
+                step_log["payload_bytes"].append(payload)
             if step == first_step:
                 jax.block_until_ready(loss)
                 compile_time = time.perf_counter() - segment_start
@@ -568,7 +804,45 @@ def train_one(
             grad_norms=step_log["grad_norm"],
             update_norms=step_log["update_norm"],
         )
+    if data_parallel:
+        results.update(_data_parallel_results(config, train_step, step_log, first_inputs))
     return results
+
+
+def _data_parallel_results(config, train_step, step_log, first_inputs) -> dict[str, Any]:
+    """Bytes per device per step: the step's own accounting and the compiled HLO's.
+
+    ``bytes_sent_per_step`` (ring algorithms) and ``payload_bytes_per_step`` (the
+    collectives' operands) are the means over the steps (a local-SGD row sends
+    on synchronising steps only). ``hlo_operand_bytes`` sums the operands of every
+    collective in the compiled step (``hlo_collectives``, listed in
+    ``hlo_collectives``), including the 4-byte means of the loss (and, for
+    per-device parameters, of the update norm) that the payload leaves out.
+    ``hlo_operand_bytes_per_step`` is the same per step: for a local-SGD row the
+    exchange sits in a conditional branch taken every ``sync_every`` steps, so
+    its non-scalar collectives count ``1 / sync_every``.
+    """
+    sent, payload = step_log["bytes_sent"], step_log["payload_bytes"]
+    collectives = train_step.hlo_collectives(*first_inputs)
+    every = train_step.every
+    total = sum(c.operand_bytes for c in collectives)
+    # The metrics' means (the loss; with per-device parameters also the update
+    # norm, the two fused into one 8-byte all-reduce): a few f32 scalars, every step.
+    scalars = sum(c.operand_bytes for c in collectives if c.operand_bytes <= 16)
+    return {
+        "data_parallel_devices": config.data_parallel_devices,
+        "sync_every": every,
+        "update_norms": step_log["update_norm"],
+        "bytes_sent_per_step": float(np.mean(sent)),
+        "payload_bytes_per_step": float(np.mean(payload)),
+        "bytes_sent": sent,
+        "hlo_operand_bytes": total,
+        "hlo_operand_bytes_per_step": scalars + (total - scalars) / every,
+        "hlo_collectives": [
+            {"op": c.op, "dtypes": list(c.dtypes), "operand_bytes": c.operand_bytes}
+            for c in collectives
+        ],
+    }
 
 
 def plot_curves(results: dict[str, Any], path: str) -> None:
@@ -687,6 +961,8 @@ def train_and_evaluate(
         training_optimizer(config, c, _refined_schedule(config, source))
         for c, source in zip(config.optimizers, sources, strict=True)
     ]
+    if data_parallel_axis(config) is not None:
+        data_parallel_mesh(config)  # Too few devices, checkpoints, ...: fail before any output.
     write_config(config, workdir)
     # Runs of the same config in one process (a resumed run, tests, notebooks)
     # reuse the task and the compiled functions of the previous run; only the
@@ -702,7 +978,10 @@ def train_and_evaluate(
             task=task,
             graphdef=graphdef,
             evaluate=_make_evaluate(task, graphdef),
-            train_steps=[_make_functions(task, graphdef, tx) for tx in txs],
+            train_steps=[
+                _make_train_step(config, task, graphdef, tx, c)
+                for tx, c in zip(txs, config.optimizers, strict=True)
+            ],
         )
     task = _CACHE["task"]
 
