@@ -51,11 +51,14 @@ _RADAM = {
 }
 
 
-def rectified_belief(learning_rate, b1=0.9, b2=0.999, *, mu_dtype=None, nu_dtype=None):
+def rectified_belief(
+    learning_rate, b1=0.9, b2=0.999, threshold=5.0, *, mu_dtype=None, nu_dtype=None
+):
     """``rectify(gdtx.scale_by_belief())`` with a learning rate."""
     inner = gdtx.scale_by_belief(b1, b2, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return gdtx.chain(
-        gdtx.rectify(inner, b1=b1, b2=b2), optax.scale_by_learning_rate(learning_rate)
+        gdtx.rectify(inner, b1=b1, b2=b2, threshold=threshold),
+        optax.scale_by_learning_rate(learning_rate),
     )
 
 
@@ -71,6 +74,12 @@ CASES = (
         unvalidated_args={"learning_rate": "forwarded to optax.scale_by_learning_rate"},
         reads=("grad", "param", "mu", "nu"),
         writes=("param", "mu", "nu"),
+        invalid=(
+            ({"threshold": 3.0}, r"gdtx\.rectify: `threshold` must be >= 4, got 3\.0"),
+            ({"threshold": float("inf")}, r"gdtx\.rectify: `threshold` must be finite"),
+            # the inner transformation is built (and checked) first
+            ({"b2": 1.0}, r"gdtx\.scale_by_belief: `b2` must be in \[0, 1\), got 1\.0"),
+        ),
     ),
     Case(
         name="adagrad_norm",

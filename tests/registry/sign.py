@@ -61,6 +61,7 @@ CASES = (
         supports_complex=True,
         reads=("grad", "param", "mu"),
         writes=("param", "mu"),
+        invalid=_INVALID + _MOMENTUM_INVALID,
     ),
     Case(
         name="signum_vote",
