@@ -78,14 +78,6 @@ def _compute_dtypes(g: Any, m_prev: Any, v_prev: Any) -> tuple[Any, Any]:
     return jnp.promote_types(cdt, rdt), rdt
 
 
-def _validate_moments(owner: str, b1, b2, eps, mu_dtype, nu_dtype) -> None:
-    validation.check_decay(owner, "b1", b1)
-    validation.check_decay(owner, "b2", b2)
-    validation.check_non_negative(owner, "eps", eps)
-    validation.check_dtype(owner, "mu_dtype", mu_dtype)
-    validation.check_dtype(owner, "nu_dtype", nu_dtype)
-
-
 def scale_by_diffgrad(
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
@@ -171,7 +163,7 @@ def _scale_by_diffgrad(
     prev_grad_dtype: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`scale_by_diffgrad` with ``owner`` (the public function called) in its messages."""
-    _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
+    validation.check_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     validation.check_non_negative(owner, "eps_root", eps_root)
     validation.check_dtype(owner, "prev_grad_dtype", prev_grad_dtype)
     mu_dtype = dtypes.canonical_dtype(mu_dtype)
@@ -297,9 +289,7 @@ def diffgrad(
       Official code: https://github.com/shivram1987/diffGrad
     """
     owner = "gdtx.diffgrad"
-    _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
-    validation.check_non_negative(owner, "eps_root", eps_root)
-    validation.check_dtype(owner, "prev_grad_dtype", prev_grad_dtype)
+    # _scale_by_diffgrad validates every argument it takes, naming `owner`.
     direction = _scale_by_diffgrad(
         owner,
         b1,
@@ -685,7 +675,7 @@ def _scale_by_radam(
     nu_dtype: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`scale_by_radam` with ``owner`` (the public function called) in its messages."""
-    _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
+    validation.check_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
     # Below rho = 4 the rectification term is imaginary: a threshold there would
     # take "rectified" steps of size zero. An infinite one would never rectify.
     validation.check_at_least(owner, "threshold", threshold, 4)
@@ -766,11 +756,7 @@ def radam(
       https://github.com/LiyuanLucasLiu/RAdam; ``torch.optim.RAdam``.
     """
     owner = "gdtx.radam"
-    _validate_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
-    # Below rho = 4 the rectification term is imaginary: a threshold there would
-    # take "rectified" steps of size zero. An infinite one would never rectify.
-    validation.check_at_least(owner, "threshold", threshold, 4)
-    validation.check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
+    # _scale_by_radam validates every argument it takes, naming `owner`.
     direction = _scale_by_radam(
         owner,
         b1,

@@ -60,15 +60,6 @@ class ScaleByBeliefState(NamedTuple):
     nu_max: optax.Updates | None
 
 
-def _validate(owner: str, b1: Any, b2: Any, eps: Any, eps_root: Any, mu_dtype, nu_dtype) -> None:
-    validation.check_decay(owner, "b1", b1)
-    validation.check_decay(owner, "b2", b2)
-    validation.check_non_negative(owner, "eps", eps)
-    validation.check_non_negative(owner, "eps_root", eps_root)
-    validation.check_dtype(owner, "mu_dtype", mu_dtype)
-    validation.check_dtype(owner, "nu_dtype", nu_dtype)
-
-
 def scale_by_belief(
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
@@ -175,7 +166,8 @@ def _scale_by_belief(
     nu_dtype: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`scale_by_belief` with ``owner`` (the public function called) in its messages."""
-    _validate(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    validation.check_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
+    validation.check_non_negative(owner, "eps_root", eps_root)
     validation.check_flags(
         owner,
         amsgrad=amsgrad,
@@ -363,7 +355,8 @@ def adabelief(
       (``adabelief-pytorch`` 0.2.1).
     """
     owner = "gdtx.adabelief"
-    _validate(owner, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    validation.check_moments(owner, b1, b2, eps, mu_dtype, nu_dtype)
+    validation.check_non_negative(owner, "eps_root", eps_root)
     validation.check_flags(
         owner,
         amsgrad=amsgrad,

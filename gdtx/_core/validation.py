@@ -209,6 +209,15 @@ def check_static_real(owner: str, name: str, value: Any) -> float:
     return number
 
 
+def check_moments(owner: str, b1: Any, b2: Any, eps: Any, mu_dtype: Any, nu_dtype: Any) -> None:
+    """The checks every Adam-type builder makes: decays, ``eps`` and the moments' dtypes."""
+    check_decay(owner, "b1", b1)
+    check_decay(owner, "b2", b2)
+    check_non_negative(owner, "eps", eps)
+    check_dtype(owner, "mu_dtype", mu_dtype)
+    check_dtype(owner, "nu_dtype", nu_dtype)
+
+
 def _is_integer_number(value: Any) -> bool:
     if isinstance(value, bool | np.bool_):
         return False
