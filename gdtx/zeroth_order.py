@@ -358,7 +358,6 @@ def shared_seed_spsa(
     check_axis_name(owner, axis_name)
     validation.check_integer(owner, "seed", seed, 0)
     validation.check_choice(owner, "wire", wire, WIRES)
-    wire_dtype = _WIRE_DTYPES[wire]
 
     def init_fn(params):
         del params
@@ -402,14 +401,24 @@ def shared_seed_spsa(
             )
         rounding_key = jax.random.fold_in(device_key, num_samples)  # no direction uses it
         codes = encode(p, wire, rounding_key if wire == "log8_stochastic" else None)
-        itemsize = np.dtype(wire_dtype).itemsize
+        # bfloat16 travels as its bits: XLA on CPU widens a bf16 all-gather to f32.
+        sent = codes
+        if codes.dtype == jnp.bfloat16:
+            sent = jax.lax.bitcast_convert_type(codes, jnp.uint16)
         record_exchange(
-            owner, axis_name, "all-gather", wire_dtype, num_samples * itemsize, num_devices
+            owner,
+            axis_name,
+            "all-gather",
+            sent.dtype,
+            num_samples * sent.dtype.itemsize,
+            num_devices,
         )
         if num_devices == 1:
-            gathered = codes[None]  # nothing to exchange: keep the replicated type
+            gathered = sent[None]  # nothing to exchange: keep the replicated type
         else:
-            gathered = all_gather_replicated(codes, axis_name)  # (N, K), replicated
+            gathered = all_gather_replicated(sent, axis_name)  # (N, K), replicated
+        if codes.dtype == jnp.bfloat16:
+            gathered = jax.lax.bitcast_convert_type(gathered, jnp.bfloat16)
         p_hat = decode(gathered.reshape(num_devices, num_samples), wire, p.dtype)
 
         leaves, treedef = jax.tree.flatten(params)
