@@ -31,7 +31,6 @@ default (complex, with a zero imaginary part, as optax stores it); a real
 
 from __future__ import annotations
 
-import types
 import warnings
 from typing import Any, NamedTuple
 
@@ -39,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gdtx._core import dtypes, extra_args, rectification, validation
+from gdtx._core import dtypes, extra_args, hyperparams, rectification, validation
 from gdtx._core.trees import unzip
 from gdtx._core.weight_decay import chain_with_weight_decay
 
@@ -214,7 +213,10 @@ def _scale_by_diffgrad(
         new_updates, mu, nu, prev_grad = unzip(out, updates, 4)
         return new_updates, ScaleByDiffGradState(count=count, mu=mu, nu=nu, prev_grad=prev_grad)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # recorded for gdtx.rectify, which must use the same decays
+    return hyperparams.record(
+        optax.GradientTransformationExtraArgs(init_fn, update_fn), b1=b1, b2=b2
+    )
 
 
 def diffgrad(
@@ -329,49 +331,65 @@ class RectifyState(NamedTuple):
     inner_state: optax.OptState
 
 
-def _closure_value(fn: Any, name: str, depth: int = 3) -> Any:
-    """The value bound to ``name`` in ``fn``'s closure (or a nested one), if unique.
+# How far a probed decay may be from the given one: the probe runs in float32.
+_PROBE_TOLERANCE = 1e-6
 
-    Transformations are closures over their hyperparameters; this reads them
-    without running anything. ``_NOT_FOUND`` when absent or ambiguous.
+
+def _probed_decays(inner: Any) -> dict[str, float]:
+    """``b1`` (and ``b2``) of a transformation no gdtx builder made, from one step.
+
+    The contract :func:`rectify` already relies on: the inner state's ``mu`` is
+    an EMA of the updates with decay ``b1``, so after one unit gradient from
+    ``init`` it holds ``1 - b1``; ``nu`` is read the same way only in an
+    ``optax.ScaleByAdamState`` (an EMA of squared updates there, not in
+    general). Empty when the probe cannot run (the inner needs extra arguments
+    or parameters of its own shape) or finds no single ``mu``.
     """
-    found = []
-    seen = set()
-
-    def visit(f, level):
-        if not isinstance(f, types.FunctionType) or id(f) in seen or level > depth:
-            return
-        seen.add(id(f))
-        cells = dict(zip(f.__code__.co_freevars, f.__closure__ or (), strict=True))
-        for var, cell in cells.items():
-            try:
-                value = cell.cell_contents
-            except ValueError:  # an empty cell
-                continue
-            if var == name:
-                found.append(value)
-            elif isinstance(value, types.FunctionType):
-                visit(value, level + 1)
-
-    visit(fn, 0)
-    values = {validation.concrete_value(v) for v in found}
-    if len(values) != 1 or None in values:
-        return _NOT_FOUND
-    return values.pop()
+    try:
+        with jax.ensure_compile_time_eval():
+            p = jnp.zeros((), jnp.float32)
+            _, state = inner.update(jnp.ones((), jnp.float32), inner.init(p), p)
+    except Exception:  # noqa: BLE001 -- any failure means: cannot check, say nothing
+        return {}
+    is_field = lambda path, _: isinstance(path[-1], optax.tree_utils.NamedTupleKey)  # noqa: E731
+    found = {}
+    mus = optax.tree.get_all_with_path(state, "mu", filtering=is_field)
+    # a traced hyperparameter of the inner leaves its moments traced: not read
+    if len(mus) == 1 and validation.concrete_value(mus[0][1]) is not None:
+        found["b1"] = 1.0 - validation.concrete_value(mus[0][1])
+    adam = [
+        s
+        for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+        if isinstance(s, optax.ScaleByAdamState)
+    ]
+    if len(adam) == 1 and validation.concrete_value(adam[0].nu) is not None:
+        found["b2"] = 1.0 - validation.concrete_value(adam[0].nu)
+    return found
 
 
-def _warn_on_mismatch(owner: str, inner: Any, name: str, value: Any) -> None:
-    ours = validation.concrete_value(value)
-    theirs = _closure_value(inner.update, name)
-    if ours is None or theirs is _NOT_FOUND or ours == theirs:
-        return
-    warnings.warn(
-        f"{owner}: `{name}={ours!r}` differs from the inner transformation's "
-        f"`{name}={theirs!r}`; the rectification assumes the inner moments use "
-        f"`{name}={ours!r}`. Pass `{name}={theirs!r}` to {owner}.",
-        UserWarning,
-        stacklevel=4,
-    )
+def _inner_decays(inner: Any) -> dict[str, float]:
+    """The inner's ``b1``/``b2``: recorded by its gdtx builder, else probed."""
+    values = {k: validation.concrete_value(v) for k, v in hyperparams.recorded(inner).items()}
+    values = {k: v for k, v in values.items() if v is not None}
+    return values or _probed_decays(inner)
+
+
+def _warn_on_mismatch(owner: str, inner: Any, b1: Any, b2: Any) -> None:
+    if validation.concrete_value(b1) is None and validation.concrete_value(b2) is None:
+        return  # traced: nothing to compare
+    theirs = _inner_decays(inner)
+    for name, value in (("b1", b1), ("b2", b2)):
+        ours = validation.concrete_value(value)
+        other = theirs.get(name)
+        if ours is None or other is None or abs(ours - other) <= _PROBE_TOLERANCE:
+            continue
+        warnings.warn(
+            f"{owner}: `{name}={ours!r}` differs from the inner transformation's "
+            f"`{name}={other:.6g}`; the rectification assumes the inner moments use "
+            f"`{name}={ours!r}`. Pass `{name}={other:.6g}` to {owner}.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _first_moment(owner: str, inner_state: Any, like: Any) -> Any:
@@ -422,8 +440,11 @@ def rectify(
     rate. The inner transformation runs every step (its moments keep
     accumulating below the threshold). ``b1`` and ``b2`` must be the inner's:
     ``b2`` sets ``r_t``, ``b1`` the bias correction of the fallback step. When
-    they can be read from the inner's closure (optax's and gdtx's
-    ``scale_by_*``) and differ, a ``UserWarning`` says so.
+    they differ, a ``UserWarning`` says so: gdtx's ``scale_by_belief`` and
+    ``scale_by_diffgrad`` record their decays; for another inner, one step of
+    it on a scalar at construction reads ``b1`` from its ``mu`` (and ``b2``
+    from ``nu`` in an ``optax.ScaleByAdamState``); an inner that this probe
+    cannot run (it needs extra arguments) is not checked.
 
     When it equals the monolithic implementations (checked in
     ``tests/test_adaptive.py`` and ``tests/reference/test_adaptive_reference.py``):
@@ -520,8 +541,7 @@ def _rectify(
     # take "rectified" steps of size zero. An infinite one would never rectify.
     validation.check_at_least(owner, "threshold", threshold, 4)
     validation.check_flags(owner, degenerated_to_sgd=degenerated_to_sgd)
-    _warn_on_mismatch(owner, inner, "b1", b1)
-    _warn_on_mismatch(owner, inner, "b2", b2)
+    _warn_on_mismatch(owner, inner, b1, b2)
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):

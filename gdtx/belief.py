@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gdtx._core import dtypes, rectification, validation
+from gdtx._core import dtypes, hyperparams, rectification, validation
 from gdtx._core.trees import unzip
 from gdtx._core.weight_decay import chain_with_weight_decay
 
@@ -263,7 +263,10 @@ def _scale_by_belief(
         nu_max = rest[0] if amsgrad else None
         return new_updates, ScaleByBeliefState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # recorded for gdtx.rectify, which must use the same decays
+    return hyperparams.record(
+        optax.GradientTransformationExtraArgs(init_fn, update_fn), b1=b1, b2=b2
+    )
 
 
 def adabelief(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -211,11 +212,52 @@ def test_rectify_ignores_params_named_mu():
         (lambda: optax.scale_by_adam(b2=0.99), "b2"),
         (lambda: gdtx.scale_by_belief(b2=0.99), "b2"),  # read through a nested closure
         (lambda: optax.scale_by_adam(b1=0.5), "b1"),
+        (lambda: gdtx.scale_by_diffgrad(b1=0.5), "b1"),  # recorded by its builder
+        (lambda: optax.chain(optax.clip(1.0), optax.scale_by_adam(b2=0.9)), "b2"),
+        (lambda: _ema_direction(0.7), "b1"),  # a foreign inner: probed
     ],
 )
 def test_rectify_warns_when_betas_differ_from_the_inner(inner, name):
     with pytest.warns(UserWarning, match=rf"`{name}=0\.\d+` differs from the inner"):
         gdtx.rectify(inner())
+
+
+class _EmaState(NamedTuple):
+    mu: jax.Array
+
+
+def _ema_direction(decay):
+    """A third-party momentum direction: its decay is not called b1 anywhere."""
+
+    def update(g, state, params=None):
+        mu = jax.tree.map(lambda m, x: decay * m + (1 - decay) * x, state.mu, g)
+        return mu, _EmaState(mu)
+
+    return optax.GradientTransformation(
+        lambda p: _EmaState(jax.tree.map(jnp.zeros_like, p)), update
+    )
+
+
+def test_rectify_reads_the_decays_recorded_by_gdtx_builders():
+    from gdtx._core import hyperparams
+
+    assert dict(hyperparams.recorded(gdtx.scale_by_belief(b1=0.8, b2=0.99))) == {
+        "b1": 0.8,
+        "b2": 0.99,
+    }
+    assert dict(hyperparams.recorded(optax.scale_by_adam())) == {}
+
+
+def test_rectify_does_not_check_an_inner_it_cannot_run():
+    needs_value = gdtx._core.extra_args.declare(
+        optax.GradientTransformationExtraArgs(
+            lambda p: _EmaState(p), lambda g, s, p=None, *, value: (g, s)
+        ),
+        ["value"],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gdtx.rectify(needs_value, b1=0.5)
 
 
 def test_rectify_is_silent_when_betas_match():
@@ -224,6 +266,8 @@ def test_rectify_is_silent_when_betas_match():
         gdtx.rectify(optax.scale_by_adam(b1=0.8, b2=0.99), b1=0.8, b2=0.99)
         gdtx.rectify(gdtx.scale_by_belief())
         gdtx.rectify(gdtx.scale_by_diffgrad())
+        gdtx.rectify(_ema_direction(0.9))
+        gdtx.rectify(optax.chain(optax.clip(1.0), optax.scale_by_adam()))
 
 
 def test_rectify_passes_required_extra_args_through():
