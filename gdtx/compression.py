@@ -418,6 +418,25 @@ def atomo_probabilities(magnitudes: jax.Array, budget: Any) -> jax.Array:
 
     Returns:
       The probabilities, shaped like ``magnitudes``.
+
+    Examples:
+      Proportional to the magnitudes while none exceeds one (budget 2); with a
+      budget of 3 the largest saturates at 1 and the rest share what is left.
+      The probabilities sum to the budget, zero stays zero:
+
+      >>> import jax.numpy as jnp
+      >>> from gdtx import atomo_probabilities
+      >>> lam = jnp.array([4.0, 2.0, 1.0, 1.0, 0.0])
+      >>> print(atomo_probabilities(lam, 2.0))
+      [1.   0.5  0.25 0.25 0.  ]
+      >>> print(atomo_probabilities(lam, 3.0))
+      [1.  1.  0.5 0.5 0. ]
+
+    References:
+      Wang et al., `ATOMO: Communication-efficient Learning via Atomic
+      Sparsification <https://arxiv.org/abs/1806.04090>`_, NeurIPS 2018
+      (the variance-minimising probabilities, Algorithm 2). Official code:
+      https://github.com/hwang595/ATOMO
     """
     shape = jnp.shape(magnitudes)
     a = jnp.abs(jnp.ravel(magnitudes))
