@@ -48,7 +48,14 @@ from gdtx.compression import (
     terngrad,
 )
 from gdtx.data_parallel import DataParallel, data_parallel_step
-from gdtx.diana import ArtemisState, artemis, artemis_wire_bytes, diana
+from gdtx.diana import (
+    ArtemisState,
+    artemis,
+    artemis_wire_bytes,
+    default_alpha,
+    diana,
+    variance_bound,
+)
 from gdtx.distributed import MajorityVoteState, majority_vote, per_device_specs
 from gdtx.frank_wolfe import (
     DeterministicFrankWolfeState,
@@ -165,6 +172,7 @@ __all__ = [
     "compressed_mean",
     "conjugate_gradient",
     "data_parallel_step",
+    "default_alpha",
     "deterministic_frank_wolfe",
     "diana",
     "diffgrad",
@@ -219,4 +227,5 @@ __all__ = [
     "svag",
     "terngrad",
     "train_with_adaptive_batches",
+    "variance_bound",
 ]

@@ -80,6 +80,21 @@ def variance_bound(compressor: Compressor, shape: tuple[int, ...], dtype: Any = 
 
     Returns:
       ``omega`` as a Python float, or None when the compressor does not state one.
+
+    Examples:
+      Four levels on buckets of 512 entries: ``min(512 / 16, sqrt(512) / 4)``;
+      TernGrad states no bound:
+
+      >>> import gdtx
+      >>> print(round(gdtx.variance_bound(gdtx.qsgd(4, bucket_size=512), (1000,)), 4))
+      5.6569
+      >>> print(gdtx.variance_bound(gdtx.terngrad(), (10,)))
+      None
+
+    References:
+      Alistarh et al., `QSGD: Communication-Efficient SGD via Gradient
+      Quantization and Encoding <https://arxiv.org/abs/1610.02132>`_, NeurIPS
+      2017, Lemma 3.1.
     """
     own = getattr(compressor, "variance_bound", None)
     if callable(own):
@@ -104,6 +119,21 @@ def default_alpha(compressor: Compressor, shape: tuple[int, ...], dtype: Any = j
 
     Returns:
       ``alpha`` as a Python float.
+
+    Raises:
+      ValueError: when the compressor states no ``omega``.
+
+    Examples:
+      >>> import gdtx
+      >>> print(round(gdtx.default_alpha(gdtx.qsgd(4, bucket_size=512), (1000,)), 4))
+      0.0751
+
+    References:
+      Philippenko & Dieuleveut, `Bidirectional compression in heterogeneous
+      settings for distributed or federated learning with partial participation
+      <https://arxiv.org/abs/2006.14591>`_, JMLR 2021; official code
+      https://github.com/philipco/artemis-bidirectional-compression
+      (``constant = 2``).
     """
     omega = variance_bound(compressor, shape, dtype)
     if omega is None:
