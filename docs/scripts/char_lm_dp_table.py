@@ -82,8 +82,20 @@ def plot(results: dict, path: pathlib.Path) -> None:
         ]
         if pairs:
             ax_bytes.plot([b / 1e6 for b, _ in pairs], [v for _, v in pairs], **style)
+    # Zoom in past the first evaluation: step 0 (~6 nats for every row) would flatten
+    # the differences between the rows.
+    curves = [r["curves"]["test_loss"] for r in results["optimizers"].values()]
+    later = [v for c in curves for v in c[1:]]
+    if later:
+        top = max(c[1] for c in curves if len(c) > 1)
+        for ax in (ax_step, ax_bytes):
+            ax.set_ylim(min(later) - 0.05, top + 0.1)
     cfg = results["config"]
-    ax_step.set(title="Test loss against step", xlabel="step", ylabel="test loss (nats/byte)")
+    ax_step.set(
+        title="Test loss against step (step 0: ~6.1, above the panel)",
+        xlabel="step",
+        ylabel="test loss (nats/byte)",
+    )
     ax_bytes.set(
         title="Test loss against bytes sent",
         xlabel="cumulative MB sent per device (ring algorithms, log scale)",
@@ -92,7 +104,7 @@ def plot(results: dict, path: pathlib.Path) -> None:
     )
     for ax in (ax_step, ax_bytes):
         ax.grid(True, alpha=0.3)
-    ax_bytes.legend(fontsize="small", loc="upper right")
+    ax_step.legend(fontsize="small", loc="upper right")
     fig.suptitle(
         f"{results['task']}: {cfg['data_parallel_devices']} data-parallel devices, "
         f"global batch {cfg['batch_size']}, {cfg['num_steps']} steps, seed {cfg['seed']}"

@@ -26,6 +26,18 @@ optimizer. The comparison is written to ``workdir``:
   resumes each optimizer from its latest checkpoint and produces results
   identical to an uninterrupted run, timings aside.
 
+Data-parallel runs: with ``config.data_parallel_devices = N`` (and
+``config.mesh_axis``, default ``"data"``) every optimizer trains through
+:func:`gdtx.data_parallel_step` on a 1-D mesh of ``N`` devices, the global batch
+split ``N`` ways. Factories that take an ``axis_name`` get the mesh axis, and an
+entry's ``aggregate`` (e.g. ``gdtx.compressed_mean`` of a compressor) is chained
+before its optimizer. ``results.json`` then also holds per optimizer the bytes
+each device sent per step (``bytes_sent_per_step``, ``payload_bytes_per_step``,
+``hlo_operand_bytes_per_step`` read from the compiled step, ``hlo_collectives``)
+and the curve ``cumulative_bytes_sent``; there are no gradient norms (each device
+has its own gradient) and no checkpoints (``checkpoint_every`` must be 0).
+``configs/char_lm_dp.py`` is the example.
+
 The training step is functional: parameters are a plain dict (the model's
 ``nnx.Param`` state as ``to_pure_dict()``), the optimizer state is whatever
 ``tx.init`` returns, and the optimizer state is restored against
