@@ -79,13 +79,13 @@ ROWS = [
     _adamw("DIANA QSGD + adamw", {"name": "gdtx.diana", "kwargs": {"compressor": _QSGD}}),
     {
         "label": f"periodic average H={_EVERY} (adamw)",
-        "name": "gdtx.local_sgd.periodic_average",
+        "name": "gdtx.periodic_average",
         "learning_rate": 3e-3,
         "kwargs": {"every": _EVERY, "inner": {"name": "adamw", "kwargs": _ADAMW_KWARGS}},
     },
     {
         "label": f"DiLoCo H={_EVERY} (adamw inner)",
-        "name": "gdtx.local_sgd.diloco",
+        "name": "gdtx.diloco",
         "learning_rate": 3e-3,
         "kwargs": {"every": _EVERY, "inner": {"name": "adamw", "kwargs": _ADAMW_KWARGS}},
     },

@@ -47,7 +47,6 @@ NamedTuples (see ``gdtx.checkpoint``).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -95,21 +94,11 @@ def _resolve(name: str) -> Factory:
     module, _, attr = name.partition(".")
     if module in ("gdtx", "optax") and attr and not attr.startswith("_"):
         factory = getattr(gdtx if module == "gdtx" else optax, attr, None)
-        if factory is None and module == "gdtx" and attr.count(".") == 1:
-            # A public name of a gdtx module that gdtx/__init__ does not export
-            # (yet), e.g. "gdtx.local_sgd.diloco".
-            submodule, _, attr = attr.partition(".")
-            if not (submodule.startswith("_") or attr.startswith("_")):
-                try:
-                    found = importlib.import_module(f"gdtx.{submodule}")
-                except ImportError:
-                    found = None
-                factory = getattr(found, attr, None)
         if callable(factory):
             return factory
     raise ValueError(
         f"Unknown optimizer {name!r}; known: {', '.join(sorted(OPTIMIZERS))}, "
-        "or 'gdtx.<alias>' / 'optax.<alias>' / 'gdtx.<module>.<alias>'."
+        "or 'gdtx.<alias>' / 'optax.<alias>'."
     )
 
 
