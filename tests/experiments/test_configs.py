@@ -23,6 +23,8 @@ CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
 SMOKE = {
     # None: trained, shrunk the same way, by tests/experiments/test_train.py.
     "default": None,
+    # Trained, shrunk (4 devices, 3 rows), by tests/experiments/test_data_parallel_config.py.
+    "char_lm_dp": None,
     # A smaller model than the config's: compilation dominates a smoke run.
     "char_lm": (
         {
@@ -52,7 +54,8 @@ def test_config_names_known_optimizers(name):
     labels = train._labels(config.optimizers)
     assert len(set(labels)) == len(labels)
     for c in config.optimizers:
-        train.build_optimizer(c)  # Raises on an unknown name or bad kwargs.
+        # Raises on an unknown name or bad kwargs (with the mesh axis of a data-parallel config).
+        train.training_optimizer(config, c)
     assert config.num_steps % config.eval_every == 0
     assert config.task in ("digits", "char_lm", "linear")
 
