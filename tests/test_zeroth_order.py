@@ -170,7 +170,15 @@ def _np_logistic(theta, x, y):
     return np.mean(np.logaddexp(0.0, logits) - y * logits)
 
 
-@pytest.mark.parametrize("wire", ["f32", "bf16", "log_official", "log8"])
+@pytest.mark.parametrize(
+    "wire",
+    [
+        "f32",
+        "log8",
+        pytest.param("bf16", marks=pytest.mark.slow),
+        pytest.param("log_official", marks=pytest.mark.slow),
+    ],
+)
 def test_steps_equal_the_float64_reference_under_shard_map(wire):
     """4 devices, K = 3, three steps of SGD on a logistic loss, per-device data, float64."""
     n, k, lr, eps, seed = 4, 3, 0.5, 1e-2, 11
@@ -514,25 +522,47 @@ def test_trains_least_squares_through_data_parallel_step():
 
 
 def test_no_backward_pass():
-    """A loss that refuses differentiation still works: SPSA only evaluates it."""
+    """A loss that refuses differentiation still works: SPSA only evaluates it; and in
+    data_parallel_step the builder's unused gradient is removed by XLA (a marker op of the
+    backward pass is absent from the compiled step, present with optax.sgd)."""
 
     @jax.custom_vjp
-    def f(x):
+    def refuses(x):
         return jnp.sum(x**2)
-
-    def fwd(x):
-        return f(x), x
 
     def bwd(res, g):
         raise AssertionError("differentiated")
 
-    f.defvjp(fwd, bwd)
+    refuses.defvjp(lambda x: (refuses(x), x), bwd)
     tx = shared_seed_spsa(1e-2, 2, axis_name="d")
     u, _ = jax.vmap(
-        lambda _: tx.update(jnp.ones(3), tx.init(jnp.ones(3)), jnp.ones(3), value_fn=f),
+        lambda _: tx.update(jnp.ones(3), tx.init(jnp.ones(3)), jnp.ones(3), value_fn=refuses),
         axis_name="d",
     )(jnp.zeros(2))
     assert bool(jnp.all(jnp.isfinite(u))) and u.shape == (2, 3)
+
+    @jax.custom_vjp
+    def marked(w):
+        return w
+
+    marked.defvjp(lambda w: (w, None), lambda _, g: (jax.lax.cbrt(g),))
+
+    def loss_fn(w, batch):
+        xb, yb = batch
+        return jnp.mean((xb @ marked(w) - yb) ** 2)
+
+    mesh = _mesh(8)
+    batch = (np.ones((16, 5), np.float32), np.ones(16, np.float32))
+    found = {}
+    for name, opt in (("spsa", gdtx.chain(tx_data(), optax.sgd(0.1))), ("sgd", optax.sgd(0.1))):
+        init, step, _ = gdtx.data_parallel_step(loss_fn, opt, mesh, donate=False)
+        w = jnp.zeros(5)
+        found[name] = "cbrt" in step.lower(w, init(w), batch).compile().as_text()
+    assert found == {"spsa": False, "sgd": True}
+
+
+def tx_data():
+    return shared_seed_spsa(1e-3, 2, axis_name="data")
 
 
 # --- misuse ---------------------------------------------------------------------------------
