@@ -54,33 +54,10 @@ _WIRE_DTYPES = {
 _LOG = {"log_official": (16, 127, 128), "log8": (8, 63, 64), "log8_stochastic": (8, 63, 64)}
 
 
-def wire_itemsize(wire: str) -> int:
-    """Bytes one projected gradient takes on ``wire``.
-
-    Args:
-      wire: one of :data:`WIRES`.
-
-    Returns:
-      4 for ``"f32"``, 2 for ``"bf16"`` and ``"log_official"``, 1 for the two ``log8`` codes.
-
-    Examples:
-      >>> from gdtx.zeroth_order import wire_itemsize
-      >>> [wire_itemsize(w) for w in ("f32", "bf16", "log_official", "log8")]
-      [4, 2, 2, 1]
-
-    References:
-      Zelikman, Huang, Liang, Haber, Goodman, `Just One Byte (per gradient): A
-      Note on Low-Bandwidth Decentralized Language Model Finetuning Using Shared
-      Randomness <https://arxiv.org/abs/2306.10015>`_, 2023.
-    """
-    validation.check_choice("gdtx.zeroth_order.wire_itemsize", "wire", wire, WIRES)
-    return int(np.dtype(_WIRE_DTYPES[wire]).itemsize)
-
-
 # --- the codes ----------------------------------------------------------------------------------
 
 
-def encode(p: jax.Array, wire: str, key: jax.Array | None = None) -> jax.Array:
+def _encode(p: jax.Array, wire: str, key: jax.Array | None = None) -> jax.Array:
     """Projected gradients ``p`` as they are sent on ``wire`` (see :func:`shared_seed_spsa`).
 
     - ``"f32"``, ``"bf16"``: a cast (round to nearest).
@@ -108,7 +85,7 @@ def encode(p: jax.Array, wire: str, key: jax.Array | None = None) -> jax.Array:
       The one-byte code keeps the sign and the magnitude within ``e^{1/16} - 1``:
 
       >>> import jax.numpy as jnp
-      >>> from gdtx.zeroth_order import decode, encode
+      >>> from gdtx.zeroth_order import _decode as decode, _encode as encode
       >>> p = jnp.array([-3.0, 0.0, 0.02, 700.0])
       >>> q = encode(p, "log8")
       >>> print(q.dtype, q)
@@ -122,7 +99,7 @@ def encode(p: jax.Array, wire: str, key: jax.Array | None = None) -> jax.Array:
       <https://arxiv.org/abs/2306.10015>`_, 2023; official code
       https://github.com/ezelikman/justonebyte (``app.py``, ``one_byte``; read at 19ba089).
     """
-    owner = "gdtx.zeroth_order.encode"
+    owner = _OWNER
     validation.check_choice(owner, "wire", wire, WIRES)
     dtype = _WIRE_DTYPES[wire]
     if wire not in _LOG:
@@ -149,11 +126,11 @@ def encode(p: jax.Array, wire: str, key: jax.Array | None = None) -> jax.Array:
     return q.astype(dtype)
 
 
-def decode(q: jax.Array, wire: str, dtype: Any = jnp.float32) -> jax.Array:
-    """The projected gradients that the codes ``q`` of :func:`encode` stand for.
+def _decode(q: jax.Array, wire: str, dtype: Any = jnp.float32) -> jax.Array:
+    """The projected gradients that the codes ``q`` of ``_encode`` stand for.
 
     Args:
-      q: codes from :func:`encode` with the same ``wire``.
+      q: codes from ``_encode`` with the same ``wire``.
       wire: one of :data:`WIRES`.
       dtype: the floating dtype of the result.
 
@@ -162,7 +139,7 @@ def decode(q: jax.Array, wire: str, dtype: Any = jnp.float32) -> jax.Array:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from gdtx.zeroth_order import decode
+      >>> from gdtx.zeroth_order import _decode as decode
       >>> print(decode(jnp.array([-64, 0, 65, -128], jnp.int8), "log8"))
       [-1.         0.         1.1331484        nan]
 
@@ -171,7 +148,7 @@ def decode(q: jax.Array, wire: str, dtype: Any = jnp.float32) -> jax.Array:
       <https://arxiv.org/abs/2306.10015>`_, 2023; official code
       https://github.com/ezelikman/justonebyte (``app.py``, ``one_byte``).
     """
-    validation.check_choice("gdtx.zeroth_order.decode", "wire", wire, WIRES)
+    validation.check_choice(_OWNER, "wire", wire, WIRES)
     if wire not in _LOG:
         return q.astype(dtype)
     steps, _, offset = _LOG[wire]
@@ -271,13 +248,13 @@ def shared_seed_spsa(
 
     Wire (bytes per device per step, independent of the model's size): each
     device contributes ``K`` codes, the all-gather's operand of
-    ``K * wire_itemsize(wire)`` bytes, and receives ``(N - 1)`` times that with a
+    ``K b`` bytes (``b`` bytes a scalar on ``wire``), and receives ``(N - 1)`` times that with a
     ring (see :func:`spsa_wire_bytes`; declared with
     :func:`gdtx.distributed.record_exchange`). Compute per step and device:
     ``2 K`` loss evaluations and ``N K + K`` Gaussian draws of the model's size,
     no backward pass.
 
-    ``wire`` (see :func:`encode`): ``"f32"`` (exact, 4 bytes), ``"bf16"`` (2
+    ``wire`` (see ``_encode``): ``"f32"`` (exact, 4 bytes), ``"bf16"`` (2
     bytes), ``"log_official"`` (the official 9-bit log code as int16, 2 bytes),
     ``"log8"`` (one byte: 127 log levels a factor ``e^{1/8}`` apart per sign,
     nearest rounding; **biased**: values below ``e^{-63/8} ~ 3.8e-4`` are
@@ -285,8 +262,8 @@ def shared_seed_spsa(
     ``"log8_stochastic"`` (the same byte with unbiased stochastic rounding
     between adjacent levels, and between 0 and the lowest one: ``E[p hat] = p``
     up to ``e^{63/8} ~ 2.6e3``, beyond which it saturates; its rounding key is
-    ``fold_in(kappa_{t,i}, K)``, which no direction uses). docs/zeroth_order.md
-    measures the gain ``E[p hat z] / grad`` of each code.
+    ``fold_in(kappa_{t,i}, K)``, which no direction uses). :func:`spsa_quantizer_gain`
+    computes the gain ``E[p hat z] / grad`` of each code (docs/zeroth_order.md tabulates it).
 
     .. warning::
       Departures from the official code (``ezelikman/justonebyte``): keys come
@@ -400,7 +377,7 @@ def shared_seed_spsa(
                 f"{p.shape[1:]} and dtype {p.dtype}."
             )
         rounding_key = jax.random.fold_in(device_key, num_samples)  # no direction uses it
-        codes = encode(p, wire, rounding_key if wire == "log8_stochastic" else None)
+        codes = _encode(p, wire, rounding_key if wire == "log8_stochastic" else None)
         # bfloat16 travels as its bits: XLA on CPU widens a bf16 all-gather to f32.
         sent = codes
         if codes.dtype == jnp.bfloat16:
@@ -419,7 +396,7 @@ def shared_seed_spsa(
             gathered = all_gather_replicated(sent, axis_name)  # (N, K), replicated
         if codes.dtype == jnp.bfloat16:
             gathered = jax.lax.bitcast_convert_type(gathered, jnp.bfloat16)
-        p_hat = decode(gathered.reshape(num_devices, num_samples), wire, p.dtype)
+        p_hat = _decode(gathered.reshape(num_devices, num_samples), wire, p.dtype)
 
         leaves, treedef = jax.tree.flatten(params)
         acc0 = [sharded_like(jnp.zeros(np.shape(x), dtypes.compute_dtype(x)), x) for x in leaves]
@@ -467,7 +444,7 @@ def spsa_wire_bytes(num_samples: int, num_devices: int, wire: str = "f32") -> di
       Zelikman et al., `Just One Byte (per gradient)
       <https://arxiv.org/abs/2306.10015>`_, 2023.
     """
-    owner = "gdtx.zeroth_order.spsa_wire_bytes"
+    owner = "gdtx.spsa_wire_bytes"
     k = validation.check_static_integer(owner, "num_samples", num_samples, 1)
     n = validation.check_static_integer(owner, "num_devices", num_devices, 1)
     validation.check_choice(owner, "wire", wire, WIRES)
@@ -475,7 +452,7 @@ def spsa_wire_bytes(num_samples: int, num_devices: int, wire: str = "f32") -> di
     return {"sent": b, "received": (n - 1) * b, "gathered": n * b}
 
 
-def quantizer_gain(wire: str, sigma: float, num_points: int = 200_001) -> float:
+def spsa_quantizer_gain(wire: str, sigma: float, num_points: int = 200_001) -> float:
     """The gain ``E[Q(s) s] / sigma^2`` of ``wire``'s code for ``s ~ N(0, sigma^2)``.
 
     On a quadratic (and, to first order in ``eps``, on any smooth loss)
@@ -497,17 +474,17 @@ def quantizer_gain(wire: str, sigma: float, num_points: int = 200_001) -> float:
       The gain as a Python float.
 
     Examples:
-      >>> from gdtx.zeroth_order import quantizer_gain
-      >>> round(quantizer_gain("log8", 1.0), 4), round(quantizer_gain("log8", 1e-5), 1)
+      >>> from gdtx.zeroth_order import spsa_quantizer_gain
+      >>> round(spsa_quantizer_gain("log8", 1.0), 4), round(spsa_quantizer_gain("log8", 1e-5), 1)
       (1.0007, 30.3)
-      >>> round(quantizer_gain("log8_stochastic", 1e-5), 6)
+      >>> round(spsa_quantizer_gain("log8_stochastic", 1e-5), 6)
       1.0
 
     References:
       Stein, `Estimation of the Mean of a Multivariate Normal Distribution`,
       Annals of Statistics 9(6), 1981 (``E[f(s) s] = sigma^2 E[f'(s)]``).
     """
-    owner = "gdtx.zeroth_order.quantizer_gain"
+    owner = "gdtx.spsa_quantizer_gain"
     validation.check_choice(owner, "wire", wire, WIRES)
     validation.check_positive(owner, "sigma", sigma)
     num_points = validation.check_static_integer(owner, "num_points", num_points, 101)
@@ -539,10 +516,7 @@ def _np_expected_decode(p: np.ndarray, wire: str) -> np.ndarray:
 __all__ = [
     "WIRES",
     "SharedSeedSPSAState",
-    "decode",
-    "encode",
-    "quantizer_gain",
     "shared_seed_spsa",
+    "spsa_quantizer_gain",
     "spsa_wire_bytes",
-    "wire_itemsize",
 ]
