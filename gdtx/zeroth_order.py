@@ -293,9 +293,9 @@ def shared_seed_spsa(
       the output's dtype and are otherwise ignored, so pass the params or zeros).
 
     Examples:
-      Four devices under ``jax.vmap`` on a quadratic with the basis directions
-      in expectation: averaged over many steps the update is the gradient, and
-      every device returns the same update:
+      Four devices under ``jax.vmap``, each with its own quadratic loss: averaged
+      over 50 steps the update is the gradient of the mean loss (computed from
+      loss values only), and every device returns the same update:
 
       >>> import jax, jax.numpy as jnp, gdtx
       >>> from gdtx.zeroth_order import shared_seed_spsa

@@ -341,6 +341,30 @@ def test_every_device_ends_with_identical_params(wire):
             np.testing.assert_array_equal(leaf[i], leaf[0])
 
 
+def test_a_tuple_of_axes_is_the_flat_axis():
+    """(a, b) = (2, 2) under shard_map: row-major indices, the same update as 4 on one axis."""
+    _mesh(4)
+    targets = jnp.asarray(np.random.default_rng(8).normal(size=(4, 3)), jnp.float32)
+    theta = jnp.zeros(3)
+
+    def run(mesh, axis, spec):
+        tx = shared_seed_spsa(1e-2, 2, axis_name=axis)
+
+        def device(t):
+            weights = jnp.arange(1.0, 4.0)
+            loss = lambda p: jnp.sum(weights * (p - t[0]) ** 2)  # noqa: E731
+            return tx.update(theta, tx.init(theta), theta, value_fn=loss)[0]
+
+        fn = jax.jit(jax.shard_map(device, mesh=mesh, in_specs=spec, out_specs=P()))
+        return np.asarray(fn(jax.device_put(targets, NamedSharding(mesh, spec))))
+
+    flat = run(jax.make_mesh((4,), ("d",), devices=jax.devices()[:4]), "d", P("d"))
+    mesh2 = jax.make_mesh((2, 2), ("a", "b"), devices=jax.devices()[:4])
+    nested = run(mesh2, ("a", "b"), P(("a", "b")))
+    np.testing.assert_array_equal(nested, flat)
+    assert np.any(flat != 0)
+
+
 # --- the wire -------------------------------------------------------------------------------
 
 
