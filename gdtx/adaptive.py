@@ -270,20 +270,23 @@ def diffgrad(
       An ``optax.GradientTransformationExtraArgs``.
 
     Examples:
-      >>> import jax, jax.numpy as jnp, optax, gdtx
-      >>> def f(x): return jnp.sum(x**2)
-      >>> solver = gdtx.diffgrad(learning_rate=0.1)
-      >>> params = jnp.array([1.0, -2.0, 3.0])
-      >>> state = solver.init(params)
-      >>> for step in range(100):
-      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
-      ...     params = optax.apply_updates(params, updates)
-      ...     if step % 25 == 0:
-      ...         print(f"step {step:3d}  objective {f(params):.2e}")
-      step   0  objective 1.29e+01
-      step  25  objective 3.20e+00
-      step  50  objective 5.05e-01
-      step  75  objective 4.46e-02
+      The friction ``sigmoid(|g_prev - g|)`` halves Adam's step where the
+      gradient has stopped changing and leaves it where the gradient flips
+      (the ratio to ``optax.adam``'s third update, same rate and moments):
+
+      >>> import jax.numpy as jnp, optax, gdtx
+      >>> def third_step_ratio(grads):
+      ...     d, a = gdtx.diffgrad(0.1), optax.adam(0.1)
+      ...     p = jnp.zeros(2)
+      ...     sd, sa = d.init(p), a.init(p)
+      ...     for g in grads:
+      ...         ud, sd = d.update(g, sd, p)
+      ...         ua, sa = a.update(g, sa, p)
+      ...     return ud / ua
+      >>> steady = [jnp.array([0.5, -2.0])] * 3
+      >>> flipping = [jnp.array([5.0, -5.0]), jnp.array([-5.0, 5.0]), jnp.array([5.0, -5.0])]
+      >>> print(third_step_ratio(steady).round(4), third_step_ratio(flipping).round(4))
+      [0.5 0.5] [1. 1.]
 
     References:
       Dubey et al., `diffGrad: An Optimization Method for Convolutional Neural
@@ -755,20 +758,25 @@ def radam(
       An ``optax.GradientTransformationExtraArgs``.
 
     Examples:
-      >>> import jax, jax.numpy as jnp, optax, gdtx
-      >>> def f(x): return jnp.sum(x**2)
-      >>> solver = gdtx.radam(learning_rate=0.1)
-      >>> params = jnp.array([1.0, -2.0, 3.0])
-      >>> state = solver.init(params)
-      >>> for step in range(100):
-      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
-      ...     params = optax.apply_updates(params, updates)
-      ...     if step % 25 == 0:
-      ...         print(f"step {step:3d}  objective {f(params):.2e}")
-      step   0  objective 8.96e+00
-      step  25  objective 3.73e-01
-      step  50  objective 1.35e-01
-      step  75  objective 2.45e-02
+      While the variance of the adaptive step is intractable (``rho_t < 5``:
+      the first five steps at ``b2 = 0.999``) RAdam takes momentum-SGD steps,
+      ``-lr m_t / bc1 = -lr g`` for a constant gradient; then the rectified
+      Adam step, which starts small:
+
+      >>> import jax.numpy as jnp, gdtx
+      >>> tx = gdtx.radam(learning_rate=0.1)
+      >>> params = jnp.zeros(2)
+      >>> state = tx.init(params)
+      >>> for t in range(1, 8):
+      ...     updates, state = tx.update(jnp.array([0.5, -2.0]), state, params)
+      ...     print(t, " ".join(f"{float(u):+.4f}" for u in updates))
+      1 -0.0500 +0.2000
+      2 -0.0500 +0.2000
+      3 -0.0500 +0.2000
+      4 -0.0500 +0.2000
+      5 -0.0500 +0.2000
+      6 -0.0026 +0.0026
+      7 -0.0033 +0.0033
 
     References:
       Liu et al., `On the Variance of the Adaptive Learning Rate and Beyond
@@ -930,20 +938,21 @@ def adagrad_norm(
       An ``optax.GradientTransformationExtraArgs``.
 
     Examples:
-      >>> import jax, jax.numpy as jnp, optax, gdtx
-      >>> def f(x): return jnp.sum(x**2)
-      >>> solver = gdtx.adagrad_norm(learning_rate=1.0)
-      >>> params = jnp.array([1.0, -2.0, 3.0])
-      >>> state = solver.init(params)
-      >>> for step in range(100):
-      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
-      ...     params = optax.apply_updates(params, updates)
-      ...     if step % 25 == 0:
-      ...         print(f"step {step:3d}  objective {f(params):.2e}")
-      step   0  objective 7.52e+00
-      step  25  objective 5.55e-04
-      step  50  objective 5.58e-08
-      step  75  objective 5.61e-12
+      One step size for every coordinate, ``lr / sqrt(b0^2 + sum_t ||g_t||^2)``:
+      the update is the gradient scaled by the same factor everywhere, and
+      with a constant gradient of norm 5 the factor is ``1 / (5 sqrt(t))``:
+
+      >>> import jax.numpy as jnp, gdtx
+      >>> tx = gdtx.adagrad_norm(learning_rate=1.0)
+      >>> grads = jnp.array([3.0, 4.0])
+      >>> state = tx.init(grads)
+      >>> for t in range(1, 5):
+      ...     updates, state = tx.update(grads, state)
+      ...     print(t, (updates / grads).round(4))
+      1 [-0.2 -0.2]
+      2 [-0.1414 -0.1414]
+      3 [-0.1155 -0.1155]
+      4 [-0.1 -0.1]
 
     References:
       Ward, Wu and Bottou, `AdaGrad Stepsizes: Sharp Convergence Over Nonconvex
