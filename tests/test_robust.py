@@ -456,6 +456,42 @@ def test_monna_declares_per_device_params_and_the_gather():
     assert [(e.op, e.operand_bytes, e.num_devices) for e in log] == [("all-gather", 12, 4)]
 
 
+def test_monna_trains_through_data_parallel_step_with_per_device_models(tiny_digits):
+    """The builder carries MoNNA's per-device models: f = 0 is exact consensus every step,
+    f = 2 lets the devices drift apart, and two sign flippers do not stop training."""
+    mesh = jax.make_mesh((_N,), ("data",), devices=jax.devices()[:_N])
+
+    def loss_fn(params, batch):
+        x, y, w = batch  # w = -4 on the adversaries' slices: an amplified sign flip
+        return jnp.mean(w * td.per_example_loss(params, x, y))
+
+    def run(f, num_bad, steps=40):
+        tx = monna(0.5, 0.9, num_byzantine=f, axis_name="data", dampening=0.0)
+        init, step, _ = gdtx.data_parallel_step(loss_fn, tx, mesh, donate=False)
+        params = td.init_params(jax.random.PRNGKey(0))
+        state = init(params)
+        xs, ys = td.batches(tiny_digits, 8 * _N, steps, seed=1)
+        w = jnp.where(jnp.arange(8 * _N) >= 8 * (_N - num_bad), -4.0, 1.0)
+        spreads = []
+        for t in range(steps):
+            params, state, metrics = step(params, state, (xs[t], ys[t], w))
+            host = jax.device_get(params)
+            spreads.append(max(float(np.ptp(x, axis=0).max()) for x in jax.tree.leaves(host)))
+        assert all(np.shape(x)[0] == _N for x in jax.tree.leaves(host))  # one model per device
+        honest = jax.tree.map(lambda x: x[0], host)  # device 0 is honest
+        return float(td.accuracy(honest, tiny_digits.x_test, tiny_digits.y_test)), spreads, metrics
+
+    consensus, spreads, metrics = run(0, 0)
+    assert max(spreads) < 1e-5, max(spreads)  # f = 0: every device holds the mean model
+    n_params = 64 * 32 + 32 + 32 * 10 + 10
+    assert metrics["payload_bytes"] == 4 * n_params  # the half-step model, all-gathered
+    assert metrics["bytes_sent"] == (_N - 1) * 4 * n_params
+    robust, spreads, _ = run(2, 2)
+    assert max(spreads) > 1e-3  # with f > 0 each device averages its own neighbours
+    assert consensus > 0.8, consensus
+    assert robust > consensus - 0.1, (robust, consensus)
+
+
 def test_monna_misuse():
     with pytest.raises(ValueError, match=r"gdtx\.monna: `beta` must be in \[0, 1\)"):
         monna(0.1, 1.0, num_byzantine=0, axis_name="d")
