@@ -8,7 +8,7 @@ vote) with ``gdtx.compressed_mean`` over each compressor and EF-SignSGD
 Part 1, one f32 gradient of ``n`` parameters (a ``(n/1000, 1000)`` matrix, so
 spectral ATOMO has something to decompose): the expected bits per coordinate
 (``compressor.bits``), the operand bytes each device puts into collectives in the
-compiled HLO (``gdtx.distributed.hlo_collectives``) and the ring estimate of the
+compiled HLO (``gdtx.hlo_collectives``) and the ring estimate of the
 bytes it receives (all-gather ``(N-1)·operand``, all-reduce ``2(N-1)/N·operand``),
 both as ratios to the f32 all-reduce, and the median wall time of the exchange.
 
@@ -81,7 +81,7 @@ def wire_table(jax, gdtx, mesh, n_dev, sizes, repeats, timed):
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from gdtx import distributed
+    from gdtx._core import hlo
 
     print(
         "| params | exchange | bits/coord | HLO collectives | operand B/device | ratio | "
@@ -118,7 +118,7 @@ def wire_table(jax, gdtx, mesh, n_dev, sizes, repeats, timed):
                 jax.shard_map(body, mesh=mesh, in_specs=(P("data"), spec), out_specs=(P(), spec))
             )
             compiled = step.lower(x, state).compile()
-            found = distributed.hlo_collectives(compiled.as_text())
+            found = hlo.hlo_collectives(compiled.as_text())
             operand = sum(c.operand_bytes for c in found)
             received = sum(
                 (n_dev - 1) * c.operand_bytes

@@ -2,7 +2,7 @@
 
 For each size ``n`` (parameters, one f32 leaf) and each exchange, on ``N``
 simulated CPU devices (default 8), this compiles the gradient exchange inside
-``jax.shard_map`` and reads the compiled HLO (``gdtx.distributed.hlo_collectives``):
+``jax.shard_map`` and reads the compiled HLO (``gdtx.hlo_collectives``):
 
 - ``f32 psum``: the uncompressed data-parallel all-reduce (``lax.pmean``);
 - ``int8``: ``gdtx.majority_vote(wire="int8")``, a summed-sign s8 all-reduce;
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     from jax.sharding import PartitionSpec as P
 
     import gdtx
-    from gdtx import distributed
+    from gdtx._core import hlo
 
     n_dev = args.devices
     mesh = jax.make_mesh((n_dev,), ("data",), devices=jax.devices()[:n_dev])
@@ -84,7 +84,7 @@ def main(argv=None) -> None:
                 )
             )
             compiled = step.lower(x).compile()
-            found = distributed.hlo_collectives(compiled.as_text())
+            found = hlo.hlo_collectives(compiled.as_text())
             operand = sum(c.operand_bytes for c in found)
             received = sum(
                 (n_dev - 1) * c.operand_bytes

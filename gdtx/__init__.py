@@ -6,6 +6,7 @@ experiments (``gdtx.experiments``) are not imported: they need extras.
 """
 
 from gdtx._core.extra_args import chain, required_extra_args
+from gdtx._core.hlo import Collective, hlo_collectives
 from gdtx._version import __version__
 from gdtx.adaptive import (
     RectifyState,
@@ -34,10 +35,14 @@ from gdtx.belief import ScaleByBeliefState, adabelief, scale_by_belief
 from gdtx.compression import (
     ATOMO,
     QSGD,
+    ComplexPayload,
     CompressedMeanState,
     Compressor,
     ErrorFeedbackState,
+    PackedPayload,
     ScaledSign,
+    SparsePayload,
+    SpectralPayload,
     TernGrad,
     atomo,
     atomo_probabilities,
@@ -56,7 +61,18 @@ from gdtx.diana import (
     diana,
     variance_bound,
 )
-from gdtx.distributed import MajorityVoteState, majority_vote, per_device_specs
+from gdtx.distributed import (
+    Exchange,
+    MajorityVoteState,
+    choose_wire,
+    majority_vote,
+    max_devices,
+    per_device_specs,
+    record_exchange,
+    recording_exchanges,
+    smallest_int_wire,
+    wire_bytes,
+)
 from gdtx.frank_wolfe import (
     DeterministicFrankWolfeState,
     OneSampleFrankWolfeState,
@@ -118,6 +134,12 @@ from gdtx.variance import (
     scale_by_svag,
     svag,
 )
+from gdtx.zeroth_order import (
+    SharedSeedSPSAState,
+    shared_seed_spsa,
+    spsa_quantizer_gain,
+    spsa_wire_bytes,
+)
 
 __all__ = [
     "ACGDState",
@@ -127,15 +149,19 @@ __all__ = [
     "BatchGradientStatistics",
     "BatchSizeTest",
     "CGDState",
+    "Collective",
+    "ComplexPayload",
     "CompressedMeanState",
     "Compressor",
     "DataParallel",
     "DeterministicFrankWolfeState",
     "ErrorFeedbackState",
+    "Exchange",
     "LocalPeriodicAverageState",
     "MajorityVoteState",
     "MonnaState",
     "OneSampleFrankWolfeState",
+    "PackedPayload",
     "PeriodicAverageState",
     "QSGD",
     "RecordGradNormState",
@@ -152,7 +178,10 @@ __all__ = [
     "ScaleBySignumState",
     "ScaleBySvagState",
     "ScaledSign",
+    "SharedSeedSPSAState",
     "SignumVoteState",
+    "SparsePayload",
+    "SpectralPayload",
     "TernGrad",
     "__version__",
     "acgd",
@@ -169,6 +198,7 @@ __all__ = [
     "batch_mean_and_variance",
     "cgd",
     "chain",
+    "choose_wire",
     "compressed_mean",
     "conjugate_gradient",
     "data_parallel_step",
@@ -180,6 +210,7 @@ __all__ = [
     "error_feedback",
     "frank_wolfe_gap",
     "hessian_vector_product",
+    "hlo_collectives",
     "linear_decay",
     "lmo_l1_ball",
     "lmo_l2_ball",
@@ -188,6 +219,7 @@ __all__ = [
     "lmo_simplex",
     "m_ssd",
     "majority_vote",
+    "max_devices",
     "mfac",
     "monna",
     "msvag",
@@ -199,8 +231,10 @@ __all__ = [
     "periodic_average",
     "qsgd",
     "radam",
+    "record_exchange",
     "record_grad_norm",
     "recorded_grad_norm",
+    "recording_exchanges",
     "rectify",
     "refined",
     "refined_multipliers",
@@ -220,12 +254,17 @@ __all__ = [
     "scale_by_svag",
     "scale_for_batch_size",
     "scaled_sign",
+    "shared_seed_spsa",
     "sharpness_estimate",
     "sign_sgd",
     "signum",
     "signum_vote",
+    "smallest_int_wire",
+    "spsa_quantizer_gain",
+    "spsa_wire_bytes",
     "svag",
     "terngrad",
     "train_with_adaptive_batches",
     "variance_bound",
+    "wire_bytes",
 ]

@@ -53,19 +53,19 @@ import numpy as np
 import optax
 
 from gdtx._core import dtypes, validation
-from gdtx.distributed import (
+from gdtx._core.collectives import (
     all_gather_replicated,
     as_per_device,
     axis_index,
     axis_names,
     bound_axis_size,
     check_axis_name,
-    in_shard_map,
+    check_per_device,
     local_view,
-    record_exchange,
     sharded_like,
     unsharded,
 )
+from gdtx.distributed import record_exchange
 
 _MAX_LEVELS = 32767  # codes in [0, 2s] must fit a 16-bit field
 _INDEX_BITS = 32  # ATOMO entry atoms send an int32 index with each value
@@ -104,6 +104,12 @@ class SparsePayload:
     """Up to ``K`` entry atoms: int32 indices and their values ``lambda_i / p_i``.
 
     Empty slots carry the value 0 (their index is arbitrary).
+
+    Attributes:
+      indices: ``(K,)`` int32 positions in the flattened leaf.
+      values: ``(K,)`` the kept coefficients divided by their keep probability.
+      shape: the original leaf's shape (static).
+      dtype: the original leaf's dtype (static).
     """
 
     indices: jax.Array
@@ -116,8 +122,12 @@ class SparsePayload:
 class SpectralPayload:
     """Up to ``K`` rank-one atoms ``w_k u_k v_k^T`` of the leaf reshaped to a matrix.
 
-    ``u``: ``(K, m)``, ``v``: ``(K, n)``, ``weights``: ``(K,)`` = ``sigma_k / p_k``
-    (0 for an empty slot).
+    Attributes:
+      u: ``(K, m)`` left singular vectors.
+      v: ``(K, n)`` right singular vectors.
+      weights: ``(K,)`` ``sigma_k / p_k`` (0 for an empty slot).
+      shape: the original leaf's shape (static).
+      dtype: the original leaf's dtype (static).
     """
 
     u: jax.Array
@@ -129,7 +139,7 @@ class SpectralPayload:
 
 @_payload
 class ComplexPayload:
-    """A complex leaf's payload: the payload of its real form (see :func:`_realify`).
+    """A complex leaf's payload: the payload of its real form ``[Re x, Im x]``.
 
     Attributes:
       real: the payload of the real array ``[Re x, Im x]`` (concatenated along
@@ -813,32 +823,6 @@ def _check_seed(owner, seed):
     validation.check_integer(owner, "seed", seed, 0)
 
 
-def _check_per_device(owner, updates, axis_name):
-    """Refuses gradients that ``jax.shard_map`` already knows to be equal on every device.
-
-    Under ``shard_map``, ``jax.grad`` with respect to replicated parameters
-    all-reduces the gradient in float32 in the backward pass, so a compressor
-    placed after it would compress the sum and save nothing.
-    """
-    names = axis_names(axis_name)
-    leaves = [x for x in jax.tree.leaves(updates) if getattr(x, "size", 0)]
-    if not leaves or not in_shard_map(leaves[0], axis_name):
-        return  # another binding of the axis (vmap): no replication types to read
-    manual = [getattr(jax.typeof(x), "manual_axis_type", None) for x in leaves]
-    if any(m is None for m in manual):
-        return
-    if math.prod(jax.lax.axis_size(name) for name in names) == 1:
-        return
-    if not any(set(names) & set(m.varying) for m in manual):
-        raise ValueError(
-            f"{owner}: the updates are already the same on every device of {axis_name!r} "
-            "(replicated in shard_map's types): jax.grad with respect to replicated "
-            "parameters all-reduces the gradient in float32 before the compressor sees it. "
-            f"Differentiate with respect to jax.lax.pcast(params, {axis_name!r}, "
-            "to='varying') so that each device compresses its own gradient."
-        )
-
-
 def _gather_mean(compressor, payload, like, axis_name, owner="gdtx.compressed_mean"):
     """All-gathers every worker's payload, decodes each, and averages locally."""
     if not jax.tree.leaves(payload):  # an empty (e.g. fully masked) tree: nothing to send
@@ -970,7 +954,7 @@ def compressed_mean(
         validation.check_like_params(owner, updates, params)
         if axis_name is not None:
             bound_axis_size(owner, axis_name)
-            _check_per_device(owner, updates, axis_name)
+            check_per_device(owner, updates, axis_name)
         carry, key = _next_keys(state.key, axis_name)
         payload = compressor.compress(key, updates)
         if axis_name is None:
@@ -1098,7 +1082,7 @@ def error_feedback(
         validation.check_like_state(owner, updates, error)
         if axis_name is not None:
             bound_axis_size(owner, axis_name)
-            _check_per_device(owner, updates, axis_name)
+            check_per_device(owner, updates, axis_name)
 
         def add(g, e):
             cdt = dtypes.compute_dtype(g, e)
@@ -1130,11 +1114,15 @@ def error_feedback(
 
 __all__ = [
     "ATOMO",
-    "QSGD",
+    "ComplexPayload",
     "CompressedMeanState",
     "Compressor",
     "ErrorFeedbackState",
+    "PackedPayload",
+    "QSGD",
     "ScaledSign",
+    "SparsePayload",
+    "SpectralPayload",
     "TernGrad",
     "atomo",
     "atomo_probabilities",

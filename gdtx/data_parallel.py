@@ -36,13 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gdtx._core.collectives import axis_names
 from gdtx._core.extra_args import required_extra_args
-from gdtx.distributed import (
-    Exchange,
-    axis_names,
-    per_device_specs,
-    recording_exchanges,
-)
+from gdtx.distributed import Exchange, per_device_specs, recording_exchanges
 
 _P = jax.sharding.PartitionSpec
 _OWNER = "gdtx.data_parallel_step"
@@ -204,7 +200,7 @@ def data_parallel_step(
     step with ring algorithms, from the transformation's declared exchanges:
     ``(N-1) b`` for an all-gather of ``b`` bytes, ``2 (N-1)/N b`` for an
     all-reduce), ``payload_bytes`` (the ``b``'s summed: each device's
-    collective operands, what ``gdtx.distributed.hlo_collectives`` reads in the
+    collective operands, what ``gdtx.hlo_collectives`` reads in the
     compiled HLO) and, with ``has_aux``, ``aux`` (its float leaves averaged
     over devices, integer leaves summed). On a mesh with other axes the byte
     counts are per data-parallel worker (all its shards along the other axes

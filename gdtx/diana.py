@@ -37,22 +37,22 @@ import numpy as np
 import optax
 
 from gdtx._core import dtypes, validation
-from gdtx.compression import (
-    QSGD,
-    Compressor,
-    _check_compressor,
-    _check_per_device,
-    _check_seed,
-    _gather_mean,
-    _next_keys,
-)
-from gdtx.distributed import (
+from gdtx._core.collectives import (
     as_per_device,
     axis_index,
     bound_axis_size,
     check_axis_name,
+    check_per_device,
     local_view,
     sharded_like,
+)
+from gdtx.compression import (
+    QSGD,
+    Compressor,
+    _check_compressor,
+    _check_seed,
+    _gather_mean,
+    _next_keys,
 )
 
 _MEMORY_CONSTANT = 2.0  # the official alpha = 1 / (2 (omega + 1))
@@ -265,7 +265,7 @@ def _artemis(
         h = jax.tree.map(lambda x: local_view(owner, x, "memory"), state.h)
         validation.check_like_state(owner, updates, h)
         num_devices = bound_axis_size(owner, axis_name)
-        _check_per_device(owner, updates, axis_name)
+        check_per_device(owner, updates, axis_name)
         # As compressed_mean: split the carried key; worker i folds in its index i.
         carry, step = _next_keys(state.key, None)
         # On one device the index is the constant 0: the state then stays typed

@@ -1,13 +1,12 @@
-"""Collectives over a named mesh axis: the sign majority vote, and what collectives share.
+"""Collectives over a named mesh axis: the sign majority vote, and the exchange accounting.
 
-Every collective of gdtx (:func:`majority_vote`, :func:`gdtx.signum_vote`,
-:func:`gdtx.compressed_mean`, :func:`gdtx.error_feedback`) shares the helpers
-here: :func:`bound_axis_size` (a ``ValueError`` naming the transformation, the
-axis and the fix when ``update`` runs where the axis is not bound),
-:func:`as_per_device` / :func:`local_view` (the layout of per-device state, typed
-varying when made inside ``jax.shard_map``), and :func:`unsharded` /
-:func:`sharded_like` (leaves explicitly sharded on an ``AxisType.Explicit`` mesh
-are gathered before packing and the results resharded like the input).
+What every collective shares (the bound-axis check, per-device state, explicit
+sharding) is private plumbing in :mod:`gdtx._core.collectives`; what a compiled
+step exchanges is read by :mod:`gdtx._core.hlo`. Public here: the vote
+(:func:`majority_vote`), :func:`per_device_specs`, the accounting every
+collective feeds (:func:`recording_exchanges`, :func:`record_exchange`,
+:class:`Exchange`) and the wire-size arithmetic (:func:`wire_bytes`,
+:func:`choose_wire`, :func:`smallest_int_wire`, :func:`max_devices`).
 
 signSGD with majority vote (Bernstein et al. 2019) sends the sign of each
 worker's gradient instead of the gradient, and every worker applies the sign
@@ -51,7 +50,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -63,156 +61,17 @@ import numpy as np
 import optax
 
 from gdtx._core import validation
+from gdtx._core.collectives import (
+    all_gather_replicated,
+    axis_index,
+    bound_axis_size,
+    check_axis_name,
+    sharded_like,
+    unsharded,
+)
 
-_P = jax.sharding.PartitionSpec
-
-WIRE_MODES = ("auto", "packed", "bits", "int8", "int16", "int32")
+_WIRE_MODES = ("auto", "packed", "bits", "int8", "int16", "int32")
 _INT_WIRES = {"int8": jnp.int8, "int16": jnp.int16, "int32": jnp.int32}
-
-try:  # Varying -> invariant all-gather, so shard_map's out_specs=P() type-checks.
-    from jax._src.lax.parallel import all_gather_invariant as _all_gather_invariant
-except ImportError:  # pragma: no cover - a JAX without it: the plain gather moves the same bytes
-    _all_gather_invariant = jax.lax.all_gather
-
-
-def axis_names(axis_name: str | Sequence[str]) -> tuple:
-    """``axis_name`` as a tuple of names (one name, or a tuple/list of them)."""
-    return tuple(axis_name) if isinstance(axis_name, tuple | list) else (axis_name,)
-
-
-def in_shard_map(x: Any, axis_name: str | Sequence[str]) -> bool:
-    """Whether every name of ``axis_name`` is a manual axis of ``x``'s mesh (bound by shard_map)."""
-    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
-    if mesh is None:
-        return False
-    manual = {
-        name
-        for name, kind in zip(mesh.axis_names, mesh.axis_types, strict=True)
-        if kind == jax.sharding.AxisType.Manual
-    }
-    return all(name in manual for name in axis_names(axis_name))
-
-
-def all_gather_replicated(x: jax.Array, axis_name: str | Sequence[str]) -> jax.Array:
-    """All-gathers ``x``, typed as replicated where the binding of the axis tracks that.
-
-    Under ``jax.shard_map`` (the axis is a manual mesh axis of ``x``) the gather
-    is the invariant one, so a replicated ``out_specs`` type-checks; any other
-    binding (``jax.vmap``, ``pmap``) gets the plain gather, which moves the same bytes.
-    """
-    if in_shard_map(x, axis_name):
-        return _all_gather_invariant(x, axis_name)
-    return jax.lax.all_gather(x, axis_name)
-
-
-def check_axis_name(owner: str, axis_name: Any, *, optional: bool = False) -> None:
-    """Raises ``TypeError`` unless ``axis_name`` is a name or a non-empty tuple/list of names."""
-    if axis_name is None and optional:
-        return
-    names = axis_name if isinstance(axis_name, tuple | list) else (axis_name,)
-    if not names or not all(isinstance(n, str) for n in names):
-        expected = "a mesh axis name (a str) or a tuple of them" + (", or None" if optional else "")
-        raise TypeError(f"{owner}: `axis_name` must be {expected}, got {axis_name!r}.")
-
-
-def bound_axis_size(owner: str, axis_name: str | Sequence[str]) -> int:
-    """The number of devices along ``axis_name``; a gdtx error if it is not bound here.
-
-    Raises:
-      ValueError: naming ``owner``, the axis and the fix, when ``update`` runs
-        where ``axis_name`` (or one of its names) is not bound (instead of JAX's
-        bare ``NameError: unbound axis name``).
-    """
-    size = 1
-    for name in axis_names(axis_name):
-        try:
-            size *= jax.lax.axis_size(name)
-        except NameError as error:
-            raise ValueError(
-                f"{owner}: the mesh axis {name!r} of axis_name={axis_name!r} is not bound "
-                f"where `update` runs. A collective must run per device: call `update` inside "
-                f"jax.shard_map over a mesh that has the axis (e.g. `jax.shard_map(step, "
-                f"mesh=jax.make_mesh((n,), ({name!r},)), in_specs=..., out_specs=...)`, with "
-                f"gdtx.per_device_specs(state, axis_name) for the state), or inside "
-                f"jax.vmap(..., axis_name={name!r}); check the name if one is bound."
-            ) from error
-    return size
-
-
-def axis_index(axis_name: str | Sequence[str]) -> jax.Array:
-    """This device's index along ``axis_name`` (row-major over a tuple of axes)."""
-    index = jnp.zeros([], jnp.int32)
-    for name in axis_names(axis_name):
-        index = index * jax.lax.axis_size(name) + jax.lax.axis_index(name)
-    return index
-
-
-def as_per_device(x: jax.Array, axis_name: str | Sequence[str], *, init: bool) -> jax.Array:
-    """``x`` with a leading device dimension of length one: a per-device state leaf.
-
-    Every collective with per-device state (the momentum of
-    :func:`gdtx.signum_vote`, the residual of :func:`gdtx.error_feedback`) stores
-    its leaves through this helper, at ``init`` and after each ``update``. At
-    ``init`` inside ``jax.shard_map`` the leaf is also typed *varying* over the
-    axis: zeros built from replicated parameters are replicated in shard_map's
-    types, but the state becomes per-device after one step, and without the cast
-    a ``lax.scan`` over steps sees its carry change type. After an ``update`` the
-    leaf keeps the type the step gave it (varying once the gradients are).
-    """
-    x = x[None]
-    manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    if not init or manual is None or not in_shard_map(x, axis_name):
-        return x
-    missing = tuple(n for n in axis_names(axis_name) if n not in manual.varying)
-    return jax.lax.pcast(x, missing, to="varying") if missing else x
-
-
-def local_view(owner: str, x: jax.Array, what: str) -> jax.Array:
-    """This device's slice of a per-device state leaf (see :func:`as_per_device`).
-
-    Raises:
-      ValueError: unless the leaf has a leading device dimension of length one.
-    """
-    if x.ndim == 0 or x.shape[0] != 1:
-        raise ValueError(
-            f"{owner}: the per-device {what} has shape {x.shape}, but inside the "
-            "collective each device must see a leading device dimension of length 1. "
-            "Initialise and carry the state through jax.shard_map with "
-            "gdtx.per_device_specs(state, axis_name) as its in/out specs."
-        )
-    return x[0]
-
-
-def _explicit_sharding(x: Any) -> Any:
-    sharding = getattr(jax.typeof(x), "sharding", None)
-    spec = getattr(sharding, "spec", None)
-    if spec is None or all(part is None for part in spec):
-        return None
-    return sharding
-
-
-def unsharded(x: jax.Array) -> jax.Array:
-    """``x`` replicated over the mesh axes it is *explicitly* sharded along (else ``x``).
-
-    Packing, sorting and whole-leaf norms need the whole leaf. On an
-    ``AxisType.Explicit`` mesh JAX refuses to reshape or sort a sharded
-    dimension (``ShardingTypeError``), so the leaf is gathered first; under
-    ``Auto`` axes (and inside ``shard_map``'s manual axes) this is a no-op and the
-    compiler places the data as before.
-    """
-    sharding = _explicit_sharding(x)
-    if sharding is None:
-        return x
-    return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, _P()))
-
-
-def sharded_like(y: jax.Array, x: jax.Array) -> jax.Array:
-    """``y`` resharded like ``x`` where ``x`` is explicitly sharded (else ``y``)."""
-    sharding = _explicit_sharding(x)
-    if sharding is None or np.shape(y) != np.shape(x):
-        return y
-    return jax.sharding.reshard(y, sharding)
-
 
 # --- what a collective declares it sends: trace-time accounting ----------------------------
 
@@ -265,8 +124,9 @@ def recording_exchanges() -> Iterator[list[Exchange]]:
     traced; outside this context nothing is recorded and nothing changes. The
     log is per thread and contexts nest (an inner one sees only its own).
 
-    Yields:
-      The list that receives one :class:`Exchange` per collective call and leaf.
+    Returns:
+      A context manager; it yields the list that receives one
+      :class:`Exchange` per collective call and leaf.
 
     Examples:
       What the packed vote declares for one leaf of 10 coordinates on 4 devices
@@ -276,6 +136,10 @@ def recording_exchanges() -> Iterator[list[Exchange]]:
       ...     record_exchange("gdtx.majority_vote", "data", "all-gather", "uint8", 3, 4)
       >>> [(e.op, e.dtype, e.operand_bytes, e.wire_bytes) for e in log]
       [('all-gather', 'uint8', 3, 9.0)]
+
+    References:
+      The HLO the declarations are checked against: ``jax.jit(f).lower(...)
+      .compile().as_text()`` (https://docs.jax.dev/en/latest/aot.html).
     """
     stack = getattr(_EXCHANGES, "stack", None)
     if stack is None:
@@ -291,7 +155,35 @@ def recording_exchanges() -> Iterator[list[Exchange]]:
 def record_exchange(
     owner: str, axis_name: Any, op: str, dtype: Any, operand_bytes: int, num_devices: int
 ) -> None:
-    """Declares one exchange (a no-op unless :func:`recording_exchanges` is active)."""
+    """Declares one exchange (a no-op unless :func:`recording_exchanges` is active).
+
+    A collective transformation calls it while its ``update`` is traced, once
+    per collective it issues, so that :func:`gdtx.data_parallel_step` can report
+    the bytes sent without compiling anything.
+
+    Args:
+      owner: the public transformation, e.g. ``"gdtx.majority_vote"``.
+      axis_name: the mesh axis (or tuple of axes) of the exchange.
+      op: ``"all-gather"`` or ``"all-reduce"``.
+      dtype: the element type on the wire.
+      operand_bytes: the bytes this device contributes.
+      num_devices: devices along ``axis_name``.
+
+    Returns:
+      None.
+
+    Examples:
+      >>> from gdtx.distributed import record_exchange, recording_exchanges
+      >>> record_exchange("mine", "data", "all-reduce", "float32", 40, 8)  # not recorded
+      >>> with recording_exchanges() as log:
+      ...     record_exchange("mine", "data", "all-reduce", "float32", 40, 8)
+      >>> print(log[0].wire_bytes)
+      70.0
+
+    References:
+      Ring all-reduce cost ``2 (N-1)/N b``: Patarasuk & Yuan, *Bandwidth
+      optimal all-reduce algorithms for clusters of workstations*, JPDC 2009.
+    """
     stack = getattr(_EXCHANGES, "stack", None)
     if stack:
         stack[-1].append(
@@ -300,14 +192,53 @@ def record_exchange(
 
 
 def max_devices(wire: str) -> int:
-    """The largest device count at which ``wire`` cannot overflow (exact modes)."""
+    """The largest device count at which ``wire`` cannot overflow (exact modes).
+
+    Args:
+      wire: a wire mode of :func:`majority_vote` other than ``"auto"``.
+
+    Returns:
+      The largest ``N`` whose sum of ``N`` signs the wire's integers hold.
+
+    Examples:
+      >>> from gdtx.distributed import max_devices
+      >>> max_devices("int8"), max_devices("int16")
+      (127, 32767)
+
+    References:
+      Bernstein et al., `signSGD with Majority Vote is Communication Efficient
+      and Fault Tolerant <https://arxiv.org/abs/1810.05291>`_, ICLR 2019; ring
+      all-reduce cost: Patarasuk & Yuan, *Bandwidth optimal all-reduce
+      algorithms for clusters of workstations*, JPDC 2009.
+    """
     if wire in _INT_WIRES:
         return int(np.iinfo(_INT_WIRES[wire]).max)
     return np.iinfo(np.int32).max  # packed and bits count in int32
 
 
 def smallest_int_wire(num_devices: int) -> str:
-    """The narrowest integer wire whose sum of ``num_devices`` signs cannot overflow."""
+    """The narrowest integer wire whose sum of ``num_devices`` signs cannot overflow.
+
+    Args:
+      num_devices: devices that vote.
+
+    Returns:
+      ``"int8"``, ``"int16"`` or ``"int32"``.
+
+    Raises:
+      ValueError: beyond ``2**31 - 1`` devices.
+
+    Examples:
+      >>> from gdtx.distributed import smallest_int_wire
+      >>> smallest_int_wire(127), smallest_int_wire(128)
+      ('int8', 'int16')
+
+    References:
+      Bernstein et al., `signSGD with Majority Vote is Communication Efficient
+      and Fault Tolerant <https://arxiv.org/abs/1810.05291>`_, ICLR 2019; ring
+      all-reduce cost: Patarasuk & Yuan, *Bandwidth optimal all-reduce
+      algorithms for clusters of workstations*, JPDC 2009.
+    """
     for wire in ("int8", "int16", "int32"):
         if num_devices <= max_devices(wire):
             return wire
@@ -319,6 +250,28 @@ def wire_bytes(wire: str, num_devices: int, size: int) -> float:
 
     ``(N-1) * operand`` for an all-gather, ``2 (N-1)/N * k * size`` for a ring
     all-reduce of ``k``-byte integers; ``"f32"`` is the uncompressed ``psum``.
+
+    Args:
+      wire: ``"packed"``, ``"bits"``, ``"int8"``, ``"int16"``, ``"int32"`` or ``"f32"``.
+      num_devices: devices along the axis.
+      size: coordinates voted on.
+
+    Returns:
+      The bytes, a float for the all-reduces.
+
+    Examples:
+      On 8 devices the packed gather and the int8 all-reduce cost the same,
+      a quarter of the float32 mean:
+
+      >>> from gdtx.distributed import wire_bytes
+      >>> [wire_bytes(w, 8, 1000) for w in ("packed", "int8", "f32")]
+      [1750, 1750.0, 7000.0]
+
+    References:
+      Bernstein et al., `signSGD with Majority Vote is Communication Efficient
+      and Fault Tolerant <https://arxiv.org/abs/1810.05291>`_, ICLR 2019; ring
+      all-reduce cost: Patarasuk & Yuan, *Bandwidth optimal all-reduce
+      algorithms for clusters of workstations*, JPDC 2009.
     """
     n_dev = num_devices
     if wire == "packed":
@@ -330,7 +283,28 @@ def wire_bytes(wire: str, num_devices: int, size: int) -> float:
 
 
 def choose_wire(num_devices: int, size: int) -> str:
-    """The exact wire mode with the fewest bytes received per device; a tie goes to packed."""
+    """The exact wire mode with the fewest bytes received per device; a tie goes to packed.
+
+    What ``wire="auto"`` picks per leaf (see :func:`wire_bytes`).
+
+    Args:
+      num_devices: devices along the axis.
+      size: coordinates of the leaf.
+
+    Returns:
+      ``"packed"`` or the :func:`smallest_int_wire` of ``num_devices``.
+
+    Examples:
+      >>> from gdtx.distributed import choose_wire
+      >>> choose_wire(8, 1000), choose_wire(9, 1000), choose_wire(200, 1000)
+      ('packed', 'int8', 'int16')
+
+    References:
+      Bernstein et al., `signSGD with Majority Vote is Communication Efficient
+      and Fault Tolerant <https://arxiv.org/abs/1810.05291>`_, ICLR 2019; ring
+      all-reduce cost: Patarasuk & Yuan, *Bandwidth optimal all-reduce
+      algorithms for clusters of workstations*, JPDC 2009.
+    """
     integer = smallest_int_wire(num_devices)
     # Compare N (N-1) ceil(n/4) with 2 (N-1) k n: integers, so a tie is a tie.
     width = np.dtype(_INT_WIRES[integer]).itemsize
@@ -407,7 +381,7 @@ def _vote_leaf(g, axis_name, wire, num_devices, owner="gdtx.majority_vote"):
     return sharded_like(jnp.sign(total).astype(g.dtype), g)
 
 
-def vote(owner: str, updates: Any, axis_name: str | Sequence[str], wire: str) -> Any:
+def _vote(owner: str, updates: Any, axis_name: str | Sequence[str], wire: str) -> Any:
     """The majority vote of ``updates`` over ``axis_name`` (the body of :func:`majority_vote`)."""
     num_devices = bound_axis_size(owner, axis_name)
     return jax.tree.map(lambda g: _vote_leaf(g, axis_name, wire, num_devices, owner), updates)
@@ -505,7 +479,7 @@ def majority_vote(
     """
     owner = "gdtx.majority_vote"
     check_axis_name(owner, axis_name)
-    validation.check_choice(owner, "wire", wire, WIRE_MODES)
+    validation.check_choice(owner, "wire", wire, _WIRE_MODES)
 
     def init_fn(params):
         del params
@@ -514,7 +488,7 @@ def majority_vote(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         validation.check_like_params(owner, updates, params)
-        voted = vote(owner, updates, axis_name, wire)
+        voted = _vote(owner, updates, axis_name, wire)
         return voted, MajorityVoteState(count=optax.safe_increment(state.count))
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -568,85 +542,3 @@ def per_device_specs(state: Any, axis_name: str | tuple[str, ...]) -> Any:
         return type(node)(**fields)
 
     return jax.tree.map(specs, state, is_leaf=is_per_device)
-
-
-# --- what crosses the wire: collectives in compiled HLO ---------------------------------
-
-_COLLECTIVE_OPS = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
-_HLO_INSTRUCTION = re.compile(
-    r"=\s*(?P<type>\(.*?\)|\S+)\s+(?P<op>(?:" + "|".join(_COLLECTIVE_OPS) + r")(?:-start)?)\("
-)
-_HLO_ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
-_GROUPS = re.compile(r"replica_groups=\{\{([\d,]*)\}")
-_IOTA_GROUPS = re.compile(r"replica_groups=\[([\d,]+)\]<=")  # [groups,size]<=[n]
-_MESH_GROUPS = re.compile(r"replica_groups=mesh\[([^\]]*)\][^{]*\{([^}]*)\}")
-_ITEMSIZE = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2}
-_ITEMSIZE.update({"s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8})
-_ITEMSIZE["c128"] = 16
-
-
-class Collective(NamedTuple):
-    """One collective in compiled HLO (see :func:`hlo_collectives`).
-
-    Attributes:
-      op: the HLO opcode, e.g. ``"all-gather"`` or ``"all-reduce-start"``.
-      dtypes: the element types it moves, e.g. ``("u8",)``.
-      operand_bytes: bytes each device contributes (its operands).
-      group_size: devices in its replica group (0 when the HLO does not say).
-    """
-
-    op: str
-    dtypes: tuple[str, ...]
-    operand_bytes: int
-    group_size: int
-
-
-def _group_size(line: str) -> int:
-    """Devices per replica group, from the explicit, iota or mesh-axes form (0: unknown)."""
-    groups = _GROUPS.search(line)
-    if groups:
-        return len(groups.group(1).split(",")) if groups.group(1) else 0
-    iota = _IOTA_GROUPS.search(line)
-    if iota:
-        return int(iota.group(1).split(",")[-1])
-    mesh = _MESH_GROUPS.search(line)
-    if mesh:
-        sizes = dict(re.findall(r"'([^']+)'=(\d+)", mesh.group(1)))
-        named = re.findall(r"'([^']+)'", mesh.group(2))
-        return math.prod(int(sizes[n]) for n in named if n in sizes) if named else 0
-    return 0
-
-
-def hlo_collectives(hlo_text: str) -> list[Collective]:
-    """The collectives of a compiled HLO module, with the bytes each device sends.
-
-    Reads ``jax.jit(f).lower(...).compile().as_text()``: synchronous ops and the
-    ``-start`` halves of asynchronous ones (never the ``-done`` halves, so nothing
-    is counted twice). An all-gather's operand is its result divided by the group
-    size (or the first element of an async start's tuple); an all-reduce's
-    operands are its results.
-    """
-    found = []
-    for line in hlo_text.splitlines():
-        match = _HLO_INSTRUCTION.search(line)
-        if match is None:
-            continue
-        op = match.group("op")
-        arrays = [
-            (dtype, math.prod(int(d) for d in dims.split(",") if d))
-            for dtype, dims in _HLO_ARRAY.findall(match.group("type"))
-            if dtype in _ITEMSIZE
-        ]
-        group_size = _group_size(line)
-        sizes = [_ITEMSIZE[dtype] * count for dtype, count in arrays]
-        if op == "all-gather-start" and len(sizes) >= 2:
-            operand = sum(sizes[: len(sizes) // 2])  # ((operands...), (results...))
-        elif op.startswith("all-gather"):
-            operand = sum(sizes) // max(group_size, 1)
-        elif op.startswith("reduce-scatter"):
-            operand = sum(sizes) * max(group_size, 1)
-        else:  # all-reduce(-start), all-to-all, collective-permute: results shaped like operands
-            operand = sum(sizes)
-        dtypes_moved = tuple(sorted({dtype for dtype, _ in arrays}))
-        found.append(Collective(op, dtypes_moved, operand, group_size))
-    return found

@@ -47,16 +47,16 @@ import jax.numpy as jnp
 import optax
 
 from gdtx._core import validation
-from gdtx.compression import _check_per_device
-from gdtx.distributed import (
+from gdtx._core.collectives import (
     as_per_device,
     axis_names,
     bound_axis_size,
     check_axis_name,
+    check_per_device,
     in_shard_map,
     local_view,
-    record_exchange,
 )
+from gdtx.distributed import record_exchange
 
 _OWNER = "gdtx.periodic_average"
 
@@ -265,7 +265,7 @@ def _periodic_average(owner, inner, every, axis_name, outer, average_state):
             )
         validation.check_state_type(owner, state, PeriodicAverageState)
         num_devices = bound_axis_size(owner, axis_name)
-        _check_per_device(owner, updates, axis_name)
+        check_per_device(owner, updates, axis_name)
         inner_state = jax.tree.map(lambda x: local_view(owner, x, "inner state"), state.inner)
         step_updates, inner_new = inner.update(updates, inner_state, params, **extra_args)
         theta = optax.apply_updates(params, step_updates)

@@ -28,17 +28,17 @@ import jax.numpy as jnp
 import optax
 
 from gdtx._core import dtypes, validation
-from gdtx.compression import _check_per_device
-from gdtx.distributed import (
+from gdtx._core.collectives import (
     all_gather_replicated,
     as_per_device,
     axis_index,
     bound_axis_size,
     check_axis_name,
-    record_exchange,
+    check_per_device,
     sharded_like,
     unsharded,
 )
+from gdtx.distributed import record_exchange
 
 _OWNER = "gdtx.robust_mean"
 RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum", "centered_clipping", "nnm")
@@ -335,7 +335,7 @@ def robust_mean(
                 f"{owner}: `num_byzantine` must be < n/2 for the n = {n} devices of "
                 f"axis_name={axis_name!r} (a majority must be honest), got {f}."
             )
-        _check_per_device(owner, updates, axis_name)
+        check_per_device(owner, updates, axis_name)
         leaves, treedef = jax.tree.flatten(updates)
         count = optax.safe_increment(state.count)
         if not leaves:
@@ -548,7 +548,7 @@ def monna(
                 f"{owner}: `num_byzantine` must be < n/2 for the n = {n} devices of "
                 f"axis_name={axis_name!r} (a majority must be honest), got {f}."
             )
-        _check_per_device(owner, updates, axis_name)
+        check_per_device(owner, updates, axis_name)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         g_leaves, treedef = jax.tree.flatten(updates)
         p_leaves = treedef.flatten_up_to(params)

@@ -44,9 +44,10 @@ import jax.numpy as jnp
 import optax
 
 from gdtx._core import dtypes, validation
+from gdtx._core.collectives import as_per_device, check_axis_name, local_view
 from gdtx._core.trees import unzip
 from gdtx._core.weight_decay import chain_with_weight_decay
-from gdtx.distributed import WIRE_MODES, as_per_device, check_axis_name, local_view, vote
+from gdtx.distributed import _WIRE_MODES, _vote
 
 _SIGN_WEIGHT_DECAY_MODES = ("decoupled", "l2")
 
@@ -302,20 +303,20 @@ def signum(
       An ``optax.GradientTransformationExtraArgs``.
 
     Examples:
-      >>> import jax, jax.numpy as jnp, optax, gdtx
-      >>> def f(x): return jnp.sum(x**2)
-      >>> solver = gdtx.signum(learning_rate=0.05)
-      >>> params = jnp.array([1.0, -2.0, 3.0])
-      >>> state = solver.init(params)
-      >>> for step in range(100):
-      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
-      ...     params = optax.apply_updates(params, updates)
-      ...     if step % 25 == 0:
-      ...         print(f"step {step:3d}  objective {f(params):.2e}")
-      step   0  objective 1.34e+01
-      step  25  objective 3.47e+00
-      step  50  objective 3.48e-01
-      step  75  objective 2.00e-02
+      Every coordinate moves by exactly ``lr``, however small its gradient
+      (here ``1e-3``), in the direction of the momentum's sign: after ten
+      steady gradients one opposite spike of ``-3`` does not flip Signum's
+      step, while signSGD (no momentum) follows the spike:
+
+      >>> import jax.numpy as jnp, gdtx
+      >>> def last_update(tx):
+      ...     params = jnp.zeros(2)
+      ...     state = tx.init(params)
+      ...     for g in [jnp.array([1.0, 1e-3])] * 10 + [jnp.array([-3.0, 1e-3])]:
+      ...         updates, state = tx.update(g, state, params)
+      ...     return updates
+      >>> print(last_update(gdtx.signum(0.1, beta=0.9)), last_update(gdtx.sign_sgd(0.1)))
+      [-0.1 -0.1] [ 0.1 -0.1]
 
     References:
       Bernstein et al., `signSGD: Compressed Optimisation for Non-Convex Problems
@@ -367,7 +368,7 @@ def _scale_by_signum_vote(owner, beta, axis_name, wire, mu_dtype):
         validation.check_like_state(owner, updates, local_mu)
         pairs = jax.tree.map(lambda g, m: _signum_leaf(g, m, beta), updates, local_mu)
         signs, mu = unzip(pairs, updates, 2)
-        voted = vote(owner, signs, axis_name, wire)
+        voted = _vote(owner, signs, axis_name, wire)
         new_state = SignumVoteState(
             count=optax.safe_increment(state.count),
             mu=jax.tree.map(lambda m: as_per_device(m, axis_name, init=False), mu),
@@ -460,7 +461,7 @@ def signum_vote(
     check_axis_name(owner, axis_name)
     validation.check_decay(owner, "beta", beta)
     validation.check_dtype(owner, "mu_dtype", mu_dtype)
-    validation.check_choice(owner, "wire", wire, WIRE_MODES)
+    validation.check_choice(owner, "wire", wire, _WIRE_MODES)
     direction = _scale_by_signum_vote(
         owner, beta, axis_name, wire, dtypes.canonical_dtype(mu_dtype)
     )

@@ -29,14 +29,14 @@ import numpy as np
 import optax
 
 from gdtx._core import dtypes, extra_args, validation
-from gdtx.distributed import (
+from gdtx._core.collectives import (
     all_gather_replicated,
     axis_index,
     bound_axis_size,
     check_axis_name,
-    record_exchange,
     sharded_like,
 )
+from gdtx.distributed import record_exchange
 
 _OWNER = "gdtx.shared_seed_spsa"
 

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdtx.distributed import all_gather_replicated, axis_index, bound_axis_size
+from gdtx._core.collectives import all_gather_replicated, axis_index, bound_axis_size
 
 SIGMA = 1.0  # large noise: byzfl Gaussian's default standard deviation
 ALIE_Z = 1.5  # byzfl ALIE's default factor

@@ -25,7 +25,7 @@ import pytest
 
 import gdtx
 from gdtx import compression
-from gdtx.distributed import hlo_collectives
+from gdtx._core.hlo import hlo_collectives
 from tests import tiny_digits as td
 from tests.two_processes import run_two_processes
 

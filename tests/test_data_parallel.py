@@ -25,7 +25,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gdtx
-from gdtx.distributed import hlo_collectives
+from gdtx._core.hlo import hlo_collectives
 from tests import tiny_digits as td
 from tests.registry import ALL_CASES
 from tests.two_processes import run_two_processes
@@ -115,7 +115,13 @@ def _assert_trees_equal(a, b, **kw):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize("name", sorted(MAKERS))
+# Rows whose update needs a declared extra argument (shared_seed_spsa's value_fn): the
+# hand-written reference step below passes none, and a zeroth-order estimate does not train
+# the MLP in 80 steps (tests/test_zeroth_order.py trains it through the builder).
+_NEEDS_EXTRA_ARGS = {case.name for case in COLLECTIVE_ROWS if case.required_extra_args}
+
+
+@pytest.mark.parametrize("name", sorted(set(MAKERS) - _NEEDS_EXTRA_ARGS))
 def test_trains_tiny_digits_and_equals_the_hand_written_step(name, tiny_digits):
     mesh = _mesh()
     xs, ys = td.batches(tiny_digits, 64, 80)
@@ -217,7 +223,11 @@ MODEL_SPECS = {
 # whole gradient, so on a (data, model) mesh the compiler gathers the model shards first
 # (whole kernels over model) and the payload is the full f32 gradient by design. A
 # shard-local form (partial squared distances psum'd over model) is not built yet.
-_NOT_2D = {"adam", "terngrad_adam"} | {n for n in MAKERS if n.startswith("robust_mean")}
+# Local SGD (mfl_sgd, diloco_adam) averages f32 parameters (and MFL its momentum) by
+# design: its payload is the f32 model, not a compressed gradient.
+_NOT_2D = {"adam", "terngrad_adam", "mfl_sgd", "diloco_adam"} | {
+    n for n in MAKERS if n.startswith("robust_mean")
+}
 
 
 @pytest.mark.parametrize("name", sorted(set(MAKERS) - _NOT_2D))

@@ -20,9 +20,10 @@ import optax
 import pytest
 
 import gdtx
+from gdtx._core.hlo import hlo_collectives
 from gdtx.compression import Compressor
 from gdtx.diana import ArtemisState, artemis, artemis_wire_bytes, default_alpha, diana
-from gdtx.distributed import hlo_collectives, recording_exchanges
+from gdtx.distributed import recording_exchanges
 from tests import tiny_digits as td
 
 P = jax.sharding.PartitionSpec

@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 import gdtx
 from gdtx import distributed
+from gdtx._core import hlo
 from tests.two_processes import run_two_processes
 
 N_DEV = 8
@@ -381,7 +382,7 @@ def _collectives(wire, shapes):
     mesh = _mesh()
     grads = {k: np.ones((N_DEV, *s), np.float32) for k, s in shapes.items()}
     fn = _vote_fn(wire, mesh, out_spec=P())
-    return distributed.hlo_collectives(fn.lower(_shard(grads, mesh)).compile().as_text())
+    return hlo.hlo_collectives(fn.lower(_shard(grads, mesh)).compile().as_text())
 
 
 @pytest.mark.parametrize("wire", ALL_WIRES)
@@ -417,7 +418,7 @@ def test_hlo_parser_reads_async_and_sync_forms():
             "%ard = f32[100]{0} all-reduce-done(%ars)",
         ]
     )
-    found = distributed.hlo_collectives(text)
+    found = hlo.hlo_collectives(text)
     assert [(c.op, c.dtypes, c.operand_bytes) for c in found] == [
         ("all-gather", ("u8",), 10),
         ("all-gather-start", ("u8",), 10),
@@ -435,7 +436,7 @@ def test_f32_psum_is_seen_as_a_float_collective():
 
     fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("data"), out_specs=P()))
     x = _shard(np.ones((N_DEV, 1000), np.float32), mesh)
-    found = distributed.hlo_collectives(fn.lower(x).compile().as_text())
+    found = hlo.hlo_collectives(fn.lower(x).compile().as_text())
     assert [(c.dtypes, c.operand_bytes) for c in found] == [(("f32",), 4000)]
 
 

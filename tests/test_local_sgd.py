@@ -19,7 +19,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gdtx
-from gdtx.distributed import hlo_collectives, recording_exchanges
+from gdtx._core.hlo import hlo_collectives
+from gdtx.distributed import recording_exchanges
 from gdtx.local_sgd import (
     LocalPeriodicAverageState,
     PeriodicAverageState,

@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gdtx
-from gdtx import distributed
+from gdtx._core import hlo
 from tests import tiny_digits as td
 
 N_DEV = 8
@@ -374,7 +374,7 @@ def _step_collectives(*, varying_copy):
     x = jax.device_put(np.zeros((N_DEV * 4, 64), np.float32), NamedSharding(mesh, P("data")))
     y = jax.device_put(np.zeros(N_DEV * 4, np.int32), NamedSharding(mesh, P("data")))
     text = fn.lower(params, state, x, y).compile().as_text()
-    return distributed.hlo_collectives(text)
+    return hlo.hlo_collectives(text)
 
 
 def test_step_hlo_sends_no_float_gradient():

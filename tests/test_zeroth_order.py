@@ -32,7 +32,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gdtx
-from gdtx.distributed import hlo_collectives, recording_exchanges
+from gdtx._core.hlo import hlo_collectives
+from gdtx.distributed import recording_exchanges
 from gdtx.zeroth_order import WIRES, shared_seed_spsa, spsa_quantizer_gain, spsa_wire_bytes
 from gdtx.zeroth_order import _decode as decode
 from gdtx.zeroth_order import _encode as encode

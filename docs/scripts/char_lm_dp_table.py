@@ -13,7 +13,7 @@ repository root::
     .venv/bin/python docs/scripts/char_lm_dp_table.py RESULTS --figure /tmp/x.png
 
 Columns: "HLO B/step" is the sum of the operands of the collectives in the compiled
-step (``gdtx.distributed.hlo_collectives``: the gradient payload plus the 4-byte mean
+step (``gdtx.hlo_collectives``: the gradient payload plus the 4-byte mean
 of the loss), per step (a local-SGD row exchanges in a branch taken every
 ``sync_every`` steps, so its payload counts ``1/sync_every``). "sent B/step" is what
 one device sends with ring algorithms (``(N-1)/N · 2b`` for an all-reduce of ``b``

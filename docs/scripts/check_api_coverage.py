@@ -42,7 +42,11 @@ TITLES = {
     "gdtx.games": "Games: CGD and ACGD",
     "gdtx.frank_wolfe": "Frank-Wolfe and linear minimisation oracles",
     "gdtx.local_sgd": "Local SGD and DiLoCo",
+    "gdtx.zeroth_order": "Shared-seed zeroth order (Just One Byte)",
+    "gdtx.robust": "Robust aggregation",
+    "gdtx.diana": "DIANA and Artemis",
     "gdtx._core.extra_args": "Chaining and extra arguments",
+    "gdtx._core.hlo": "Collectives in compiled HLO",
 }
 # A directive and its indented options; one with ``members: false`` only shows a
 # module's docstring (the family's contract) and documents no name.
@@ -73,7 +77,8 @@ def missing_names(api_dir: pathlib.Path = API_DIR) -> list[str]:
 
 
 def _page_name(module: str) -> str:
-    return module.removeprefix("gdtx.").replace("_core.extra_args", "core").replace(".", "_")
+    module = module.removeprefix("gdtx.")
+    return module.replace("_core.extra_args", "core").replace("_core.hlo", "hlo").replace(".", "_")
 
 
 def _order(gdtx, name: str) -> tuple:

@@ -500,7 +500,7 @@ class DataParallelTrainStep:
     :meth:`model_params` gives the model to evaluate (their mean) and
     :meth:`bytes_of_step` counts its exchange on synchronising steps only.
     :meth:`hlo_collectives` reads what the compiled step's collectives move
-    (``gdtx.distributed.hlo_collectives``).
+    (``gdtx.hlo_collectives``).
     """
 
     def __init__(self, task, graphdef, tx, mesh: jax.sharding.Mesh, axis: str, every: int = 1):
@@ -540,8 +540,8 @@ class DataParallelTrainStep:
         return params
 
     def hlo_collectives(self, params, opt_state, key, batch) -> list:
-        """The collectives of the compiled step (``gdtx.distributed.Collective`` each)."""
-        from gdtx.distributed import hlo_collectives
+        """The collectives of the compiled step (``gdtx.Collective`` each)."""
+        from gdtx._core.hlo import hlo_collectives
 
         _, step_key = self._split(key)
         hlo = self.dp.step.lower(params, opt_state, batch, step_key).compile().as_text()

@@ -74,11 +74,6 @@ ROWS = (
     ),
 )
 
-# Not yet in the battery: tests/test_data_parallel.py parametrizes over every row on
-# "data" (COLLECTIVE_ROWS), and its test_trains_tiny_digits_and_equals_the_hand_written_step
-# calls `update` without `value_fn` in its hand-written reference step and expects the
-# 2410-parameter MLP to learn in 80 steps, which a zeroth-order estimate does not do.
-# With COLLECTIVE_ROWS restricted to rows without required_extra_args, set CASES = ROWS:
-# the battery passes on both rows (60 passed, 16 skipped; the Rosenbrock skips above), and
-# so does test_data_parallel's 2-D mesh test.
-CASES: tuple[Case, ...] = ()
+# tests/test_data_parallel.py's tiny-digits test leaves these rows out (its hand-written
+# reference step passes no value_fn); its 2-D mesh test runs them.
+CASES: tuple[Case, ...] = ROWS
