@@ -1052,3 +1052,46 @@ def test_sharded_params_on_a_2d_mesh_give_the_unsharded_update(axis_type):
                 assert jax.typeof(out[name]).sharding.spec == specs[name]
                 if isinstance(state, gdtx.ErrorFeedbackState):
                     assert jax.typeof(state.error[name]).sharding.spec == specs[name]
+
+
+# --- the rounding PRNG (issue 21, item 3) -------------------------------------------------
+
+
+def _mean_samples(key_impl, v, num_steps, num_workers=1):
+    """``num_steps`` successive updates of ``compressed_mean(qsgd(4))`` (fresh keys each step)."""
+    tx = gdtx.compressed_mean(gdtx.qsgd(4), "w", seed=3, key_impl=key_impl)
+    grads = jnp.broadcast_to(jnp.asarray(v, jnp.float32), (num_workers, v.size))
+    state = tx.init(grads[0])
+
+    def step(state, _):
+        u, state = jax.vmap(lambda g: tx.update(g, state), axis_name="w")(grads)
+        # vmap gives each worker a state; the carried key is the same on all of them
+        return jax.tree.map(lambda x: x[0], state), u
+
+    return jax.lax.scan(step, state, length=num_steps)
+
+
+@pytest.mark.parametrize("key_impl", ["threefry2x32", "rbg"])
+def test_compressed_mean_is_unbiased_with_either_rounding_prng(key_impl):
+    v = _test_vector()
+    state, updates = jax.jit(lambda: _mean_samples(key_impl, v, 4000))()
+    var, p_up, _ = _qsgd_law(v, 4, None, "l2")
+    _assert_unbiased(np.asarray(updates[:, 0], np.float64), v, var, q=p_up)
+    assert state.key.dtype == jnp.uint32 and state.key.shape == (2,)  # the state is unchanged
+
+
+def test_rbg_rounding_gives_workers_and_steps_their_own_bits():
+    v = _test_vector()
+    _, updates = jax.jit(lambda: _mean_samples("rbg", v, 2, num_workers=4))()
+    # the mean over workers is replicated; the workers' own messages differ: compare steps,
+    # and a one-worker run, whose message is its own
+    assert not np.array_equal(updates[0, 0], updates[1, 0])
+    _, alone = jax.jit(lambda: _mean_samples("rbg", v, 1))()
+    assert not np.array_equal(alone[0, 0], updates[0, 0])  # four messages averaged, not one
+    threefry = jax.jit(lambda: _mean_samples("threefry2x32", v, 1))()[1]
+    assert not np.array_equal(threefry[0, 0], alone[0, 0])  # another stream, as documented
+
+
+def test_an_unknown_rounding_prng_is_refused():
+    with pytest.raises(ValueError, match=r"gdtx\.compressed_mean: `key_impl` must be one of"):
+        gdtx.compressed_mean(gdtx.qsgd(4), "w", key_impl="philox")
