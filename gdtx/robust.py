@@ -167,6 +167,17 @@ class RobustMeanState(NamedTuple):
     prev: Any
 
 
+def _bound_honest_majority(owner, axis_name, f):
+    """The devices ``n`` on ``axis_name``; refuses ``f >= n/2`` (n is known only when traced)."""
+    n = bound_axis_size(owner, axis_name)
+    if 2 * f >= n:
+        raise ValueError(
+            f"{owner}: `num_byzantine` must be < n/2 for the n = {n} devices of "
+            f"axis_name={axis_name!r} (a majority must be honest), got {f}."
+        )
+    return n
+
+
 def _check_tau(tau):
     validation.check_positive(_OWNER, "tau", tau)
     validation.check_scalar(_OWNER, "tau", tau)
@@ -329,12 +340,7 @@ def robust_mean(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         validation.check_like_params(owner, updates, params)
-        n = bound_axis_size(owner, axis_name)
-        if 2 * f >= n:
-            raise ValueError(
-                f"{owner}: `num_byzantine` must be < n/2 for the n = {n} devices of "
-                f"axis_name={axis_name!r} (a majority must be honest), got {f}."
-            )
+        n = _bound_honest_majority(owner, axis_name, f)
         check_per_device(owner, updates, axis_name)
         leaves, treedef = jax.tree.flatten(updates)
         count = optax.safe_increment(state.count)
@@ -542,12 +548,7 @@ def monna(
                 "call tx.update(grads, state, params)."
             )
         validation.check_like_params(owner, updates, params)
-        n = bound_axis_size(owner, axis_name)
-        if 2 * f >= n:
-            raise ValueError(
-                f"{owner}: `num_byzantine` must be < n/2 for the n = {n} devices of "
-                f"axis_name={axis_name!r} (a majority must be honest), got {f}."
-            )
+        n = _bound_honest_majority(owner, axis_name, f)
         check_per_device(owner, updates, axis_name)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         g_leaves, treedef = jax.tree.flatten(updates)

@@ -162,3 +162,62 @@ def with_attack(state: Any, attack: str, num_bad: int) -> Any:
         count=put(0, first.count),
     )
     return (first, *state[1:])
+
+
+# --- MoNNA: the Byzantine devices send half-step *models* ------------------------------------
+
+
+def monna_under_attack(
+    learning_rate: float,
+    beta: float,
+    *,
+    num_byzantine: int,
+    axis_name: str,
+    code: int = 0,
+    num_bad: int = 0,
+    seed: int = 0,
+    sigma: float = SIGMA,
+    z: float = ALIE_Z,
+    eps: float = FOE_EPS,
+) -> optax.GradientTransformation:
+    """``gdtx.monna`` (no dampening) whose last ``state[0].num_bad`` devices send an attack model.
+
+    In MoNNA the devices exchange half-step models ``x_i = theta_i - lr m_i`` with
+    ``m_i = beta m_i + g_i``, and LPD's attacks act on those models. A Byzantine
+    device here picks the gradient that makes its half-step model the attack of
+    the honest half-step models: ``g_i = (theta_i - lr beta m_i - target) / lr``.
+    The state is ``(ByzantineState, MonnaState)``; :func:`with_attack` sets the
+    attack as for :func:`byzantine`.
+    """
+    from gdtx.robust import monna
+
+    tx = monna(learning_rate, beta, num_byzantine=num_byzantine, axis_name=axis_name, dampening=0.0)
+    attack = byzantine(axis_name, code=code, num_bad=num_bad, seed=seed)
+
+    def init_fn(params):
+        return attack.init(params), tx.init(params)
+
+    def update_fn(updates, state, params=None):
+        bstate, mstate = state
+        n = bound_axis_size("tests.byzantine_attacks.monna_under_attack", axis_name)
+        me = axis_index(axis_name)
+        bad = (me >= n - bstate.num_bad) & (bstate.code > 0)
+        key = jax.random.fold_in(jax.random.wrap_key_data(bstate.key), bstate.count)
+        flat_g, treedef = jax.tree.flatten(updates)
+        flat_p = treedef.flatten_up_to(params)
+        flat_m = treedef.flatten_up_to(mstate.mu)
+        out = []
+        for k, (g, p, m) in enumerate(zip(flat_g, flat_p, flat_m, strict=True)):
+            m = m[0]  # this device's momentum (per-device leaf)
+            x = p - learning_rate * (beta * m + g)  # the honest half-step model
+            xs = all_gather_replicated(x, axis_name)
+            noise = jax.random.normal(
+                jax.random.fold_in(jax.random.fold_in(key, k), me), g.shape, g.dtype
+            )
+            target = _attack_leaf(bstate.code, xs, bstate.num_bad, noise, sigma=sigma, z=z, eps=eps)
+            forged = (p - learning_rate * beta * m - target) / learning_rate
+            out.append(jnp.where(bad, forged.astype(g.dtype), g))
+        u, mstate = tx.update(jax.tree.unflatten(treedef, out), mstate, params)
+        return u, (bstate._replace(count=bstate.count + 1), mstate)
+
+    return optax.GradientTransformation(init_fn, update_fn)

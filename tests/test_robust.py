@@ -340,6 +340,38 @@ def test_byzantine_transform_sends_the_numpy_attack(attack):
     np.testing.assert_allclose(out[5:], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("attack", ["sign_flip", "alie"])
+def test_monna_fixture_forges_the_attack_model(attack):
+    """The Byzantine devices' half-step models are the attack of the honest ones: one MoNNA
+    round equals the NumPy round with those models as the Byzantine vectors."""
+    rng = np.random.default_rng(9)
+    f, honest, lr, beta = 2, _N - 2, 0.5, 0.9
+    thetas = rng.normal(size=(_N, 4)).astype(np.float32)
+    grads = rng.normal(size=(_N, 4)).astype(np.float32)
+    tx = ba.monna_under_attack(
+        lr, beta, num_byzantine=f, axis_name="d", code=ba.CODES[attack], num_bad=f
+    )
+
+    def step(p, g):
+        return tx.update(g, tx.init(p), p)[0]
+
+    new = thetas + np.asarray(jax.vmap(step, axis_name="d")(thetas, grads))
+    t64, g64 = thetas.astype(np.float64), grads.astype(np.float64)
+    x_honest = t64[:honest] - lr * g64[:honest]  # zero momentum: m = g
+    byz = ba.ATTACKS[attack](x_honest, None, f)
+    expected, _ = _np_monna_step(
+        t64[:honest],
+        np.zeros((honest, 4)),
+        g64[:honest],
+        byz,
+        lr=lr,
+        beta=beta,
+        dampening=0.0,
+        f=f,
+    )
+    np.testing.assert_allclose(new[:honest], expected, rtol=1e-5, atol=1e-5)
+
+
 # --- MoNNA ---------------------------------------------------------------------------------
 
 
