@@ -1021,6 +1021,7 @@ def error_feedback(
     axis_name: str | Sequence[str] | None = None,
     seed: int = 0,
     error_dtype: Any | None = None,
+    key_impl: str = "threefry2x32",
 ) -> optax.GradientTransformationExtraArgs:
     """Error feedback: compress the gradient plus the residual, keep what was not sent.
 
@@ -1061,6 +1062,8 @@ def error_feedback(
       seed: the seed of the base key, an integer >= 0 (unused by deterministic
         compressors).
       error_dtype: dtype of the residual; None keeps each parameter's dtype.
+      key_impl: the PRNG of the compressor's random rounding, ``"threefry2x32"``
+        or ``"rbg"`` (see :func:`compressed_mean`).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`ErrorFeedbackState`.
@@ -1086,6 +1089,7 @@ def error_feedback(
       Official code: https://github.com/epfml/error-feedback-SGD
     """
     owner = "gdtx.error_feedback"
+    validation.check_choice(owner, "key_impl", key_impl, _KEY_IMPLS)
     _check_compressor(owner, compressor)
     check_axis_name(owner, axis_name, optional=True)
     _check_seed(owner, seed)
@@ -1117,7 +1121,7 @@ def error_feedback(
 
         corrected = jax.tree.map(add, updates, error)
         carry, key = _next_keys(state.key, axis_name)
-        payload = compressor.compress(key, corrected)
+        payload = compressor.compress(_rounding_key(key, key_impl), corrected)
         # In the compute dtype, and sharded like the gradient on an Explicit mesh.
         sent = jax.tree.map(sharded_like, compressor.decompress(payload), corrected)
 

@@ -47,12 +47,14 @@ from gdtx._core.collectives import (
     sharded_like,
 )
 from gdtx.compression import (
+    _KEY_IMPLS,
     QSGD,
     Compressor,
     _check_compressor,
     _check_seed,
     _gather_mean,
     _next_keys,
+    _rounding_key,
 )
 
 _MEMORY_CONSTANT = 2.0  # the official alpha = 1 / (2 (omega + 1))
@@ -216,12 +218,14 @@ def _artemis(
     non_degraded,
     seed,
     memory_dtype,
+    key_impl,
 ):
     _check_compressor(owner, compressor)
     if down_compressor is not None:
         _check_compressor(owner, down_compressor)
     check_axis_name(owner, axis_name)
     _check_seed(owner, seed)
+    validation.check_choice(owner, "key_impl", key_impl, _KEY_IMPLS)
     _check_rate(owner, "alpha", alpha)
     _check_rate(owner, "down_alpha", down_alpha)
     validation.check_flags(
@@ -278,7 +282,7 @@ def _artemis(
             return g.astype(cdt) - m.astype(cdt)
 
         delta = jax.tree.map(difference, updates, h)
-        payload = compressor.compress(device_key, delta)
+        payload = compressor.compress(_rounding_key(device_key, key_impl), delta)
         sent = jax.tree.map(sharded_like, compressor.decompress(payload), delta)
         mean_sent = _gather_mean(compressor, payload, delta, axis_name, owner)
         rates = _rates(compressor, alpha, updates)
@@ -308,7 +312,9 @@ def _artemis(
                 value = jax.tree.map(
                     lambda v, e: v + ef_coef * e.astype(v.dtype), value, state.down_error
                 )
-            omega = down_compressor.decompress(down_compressor.compress(down_key, value))
+            omega = down_compressor.decompress(
+                down_compressor.compress(_rounding_key(down_key, key_impl), value)
+            )
             omega = jax.tree.map(lambda o, v: sharded_like(o.astype(v.dtype), v), omega, value)
             if use_error:
                 new_down_error = jax.tree.map(
@@ -351,6 +357,7 @@ def artemis(
     non_degraded: bool = False,
     seed: int = 0,
     memory_dtype: Any | None = None,
+    key_impl: str = "threefry2x32",
 ) -> optax.GradientTransformationExtraArgs:
     """Artemis: compressed differences to a memory on the way up, compression on the way down.
 
@@ -440,6 +447,8 @@ def artemis(
       seed: the seed of the base key, an integer >= 0.
       memory_dtype: dtype of the memories and the residual; None keeps each
         parameter's dtype.
+      key_impl: the PRNG of the compressors' random rounding, ``"threefry2x32"``
+        or ``"rbg"`` (see :func:`gdtx.compressed_mean`).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`ArtemisState`.
@@ -486,6 +495,7 @@ def artemis(
         non_degraded=non_degraded,
         seed=seed,
         memory_dtype=memory_dtype,
+        key_impl=key_impl,
     )
 
 
@@ -496,6 +506,7 @@ def diana(
     alpha: float | None = None,
     seed: int = 0,
     memory_dtype: Any | None = None,
+    key_impl: str = "threefry2x32",
 ) -> optax.GradientTransformationExtraArgs:
     """DIANA: each worker sends the compressed difference of its gradient to its memory.
 
@@ -528,6 +539,8 @@ def diana(
         per leaf.
       seed: the seed of the base key, an integer >= 0.
       memory_dtype: dtype of the memories; None keeps each parameter's dtype.
+      key_impl: the PRNG of the compressors' random rounding, ``"threefry2x32"``
+        or ``"rbg"`` (see :func:`gdtx.compressed_mean`).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`ArtemisState`.
@@ -567,6 +580,7 @@ def diana(
         non_degraded=False,
         seed=seed,
         memory_dtype=memory_dtype,
+        key_impl=key_impl,
     )
 
 

@@ -1095,3 +1095,30 @@ def test_rbg_rounding_gives_workers_and_steps_their_own_bits():
 def test_an_unknown_rounding_prng_is_refused():
     with pytest.raises(ValueError, match=r"gdtx\.compressed_mean: `key_impl` must be one of"):
         gdtx.compressed_mean(gdtx.qsgd(4), "w", key_impl="philox")
+
+
+_ROUNDING_MAKERS = {
+    "error_feedback": lambda k: gdtx.error_feedback(gdtx.qsgd(4), axis_name="w", key_impl=k),
+    "diana": lambda k: gdtx.diana(gdtx.qsgd(4), axis_name="w", key_impl=k),
+    "artemis": lambda k: gdtx.artemis(
+        gdtx.qsgd(4), axis_name="w", down_compressor=gdtx.qsgd(4), key_impl=k
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ROUNDING_MAKERS))
+def test_every_rounding_transformation_takes_the_rbg_prng(name):
+    """key_impl reaches the compressor (another stream; its unbiasedness is the z-test of
+    compressed_mean above, through the same key conversion) and is validated."""
+    make = _ROUNDING_MAKERS[name]
+    g = jnp.asarray(_test_vector(16), jnp.float32)[None]
+
+    def one_step(tx):
+        state = jax.vmap(tx.init, axis_size=1)(g)
+        return np.asarray(jax.vmap(tx.update, axis_name="w")(g, state)[0][0])
+
+    rbg, threefry = one_step(make("rbg")), one_step(make("threefry2x32"))
+    assert np.all(np.isfinite(rbg))
+    assert not np.array_equal(rbg, threefry)
+    with pytest.raises(ValueError, match=rf"gdtx\.{name}: `key_impl` must be one of"):
+        make("philox")
