@@ -572,7 +572,24 @@ def _make_evaluate(task: tasks.Task, graphdef: Any):
     return evaluate
 
 
-_CACHE: dict[str, Any] = {}
+class CompiledRuns:
+    """The task and compiled functions of the latest config, reused by the next run of it.
+
+    Pass one object to several :func:`train_and_evaluate` calls in one process (a
+    resumed run, a notebook cell run again, tests) and a call whose config
+    equals the previous call's reuses its task and compiled steps; another
+    config replaces them. Without one, every call builds and compiles its own.
+    """
+
+    def __init__(self) -> None:
+        self._key: str | None = None
+        self._entry: dict[str, Any] | None = None
+
+    def get(self, key: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The entry for ``key``: the cached one, or ``build()`` (which then replaces it)."""
+        if self._key != key or self._entry is None:
+            self._key, self._entry = key, build()
+        return self._entry
 
 
 def _checkpoint_manager(config, workdir: str, label: str):
@@ -939,7 +956,11 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    stop_after: int | None = None,
+    compiled: CompiledRuns | None = None,
 ) -> dict[str, Any] | None:
     """Trains one model per ``config.optimizers`` entry and compares them.
 
@@ -950,6 +971,9 @@ def train_and_evaluate(
         the same config, training resumes from them.
       stop_after: stop every optimizer after this step, leaving checkpoints
         but no results (simulates a preemption; for tests).
+      compiled: a :class:`CompiledRuns` shared with other calls, to reuse the
+        task and compiled functions when the config is the same; None compiles
+        afresh.
 
     Returns:
       The dict that is written to ``results.json`` (None when stopped early).
@@ -965,26 +989,25 @@ def train_and_evaluate(
     if data_parallel_axis(config) is not None:
         data_parallel_mesh(config)  # Too few devices, checkpoints, ...: fail before any output.
     write_config(config, workdir)
-    # Runs of the same config in one process (a resumed run, tests, notebooks)
-    # reuse the task and the compiled functions of the previous run; only the
-    # latest config is kept.
-    # (The refinement's norms are part of the key: the run it refines may have changed.)
+    # Runs of the same config sharing `compiled` reuse the task and the compiled
+    # functions of the previous run. (The refinement's norms are part of the key:
+    # the run it refines may have changed.)
     cache_key = json.dumps([_comparable(json.loads(config.to_json())), sources], sort_keys=True)
-    if _CACHE.get("key") != cache_key:
-        _CACHE.clear()
+
+    def build() -> dict[str, Any]:
         task = tasks.make_task(config)
         graphdef, _ = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
-        _CACHE.update(
-            key=cache_key,
-            task=task,
-            graphdef=graphdef,
-            evaluate=_make_evaluate(task, graphdef),
-            train_steps=[
+        return {
+            "task": task,
+            "evaluate": _make_evaluate(task, graphdef),
+            "train_steps": [
                 _make_train_step(config, task, graphdef, tx, c)
                 for tx, c in zip(txs, config.optimizers, strict=True)
             ],
-        )
-    task = _CACHE["task"]
+        }
+
+    entry = (CompiledRuns() if compiled is None else compiled).get(cache_key, build)
+    task = entry["task"]
 
     results: dict[str, Any] = {
         # to_dict() leaves the ConfigDicts inside config.optimizers unconverted.
@@ -1003,7 +1026,7 @@ def train_and_evaluate(
         "optimizers": {},
     }
     for label, opt_config, tx, train_step, source in zip(
-        labels, config.optimizers, txs, _CACHE["train_steps"], sources, strict=True
+        labels, config.optimizers, txs, entry["train_steps"], sources, strict=True
     ):
         metrics = train_one(
             config,
@@ -1012,7 +1035,7 @@ def train_and_evaluate(
             task,
             workdir,
             stop_after=stop_after,
-            evaluate=_CACHE["evaluate"],
+            evaluate=entry["evaluate"],
             train_step=train_step,
         )
         if metrics is None:

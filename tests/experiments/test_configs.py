@@ -13,6 +13,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("orbax.checkpoint")
 
 from gdtx.experiments import configs, train  # noqa: E402
+from tests.experiments import shared_runs  # noqa: E402
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
@@ -69,7 +70,7 @@ def test_config_trains(name, tmp_path):
     if keep is not None:
         config.optimizers = config.optimizers[:keep]
     config.lock()
-    results = train.train_and_evaluate(config, str(tmp_path))
+    results = shared_runs.train_and_evaluate(config, str(tmp_path))
     assert len(results["optimizers"]) == len(config.optimizers)
     for label, r in results["optimizers"].items():
         curves = r["curves"]
@@ -114,7 +115,7 @@ def test_optimizers_with_extra_arguments_train(tmp_path):
         },
     ]
     config = _linear_config([ml_collections.ConfigDict(e) for e in entries])
-    results = train.train_and_evaluate(config, str(tmp_path))
+    results = shared_runs.train_and_evaluate(config, str(tmp_path))
     losses = {label: r["final_train_loss"] for label, r in results["optimizers"].items()}
     start = results["optimizers"]["sgd"]["curves"]["train_loss"][0]
     assert all(v < start for v in losses.values()), losses
@@ -135,5 +136,5 @@ def test_an_extra_argument_the_loop_cannot_supply_fails_early(tmp_path, monkeypa
         [ml_collections.ConfigDict({"name": "needs_hessian", "learning_rate": 0.1})]
     )
     with pytest.raises(ValueError, match="hvp"):
-        train.train_and_evaluate(config, str(tmp_path))
+        shared_runs.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "results.json").exists()

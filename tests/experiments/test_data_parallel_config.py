@@ -33,6 +33,7 @@ pytest.importorskip("orbax.checkpoint")
 from flax import nnx  # noqa: E402
 
 from gdtx.experiments import configs, main, models, train  # noqa: E402
+from tests.experiments import shared_runs  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("train")
 
@@ -105,7 +106,7 @@ def expected_sent(label: str, payload: int, n_dev: int) -> float:
 def run(tmp_path_factory):
     config = shrunk_config()
     workdir = tmp_path_factory.mktemp("char_lm_dp")
-    results = train.train_and_evaluate(config, str(workdir))
+    results = shared_runs.train_and_evaluate(config, str(workdir))
     return config, workdir, results
 
 
@@ -169,7 +170,7 @@ def test_too_many_devices_fails_before_writing(tmp_path):
     n = jax.device_count() + 1
     config = shrunk_config(rows=(F32, PACKED), data_parallel_devices=n, batch_size=4 * n)
     with pytest.raises(ValueError, match=rf"data_parallel_devices={n} but JAX has"):
-        train.train_and_evaluate(config, str(tmp_path))
+        shared_runs.train_and_evaluate(config, str(tmp_path))
     assert not os.listdir(tmp_path)
 
 
@@ -184,7 +185,7 @@ def test_too_many_devices_fails_before_writing(tmp_path):
 def test_misconfigured_runs_name_the_flag(tmp_path, overrides, match):
     config = shrunk_config(rows=(F32, PACKED), **overrides)
     with pytest.raises(ValueError, match=match):
-        train.train_and_evaluate(config, str(tmp_path))
+        shared_runs.train_and_evaluate(config, str(tmp_path))
     assert not os.listdir(tmp_path)
 
 
@@ -217,7 +218,7 @@ def test_local_sgd_row_sends_on_synchronising_steps_only(tmp_path):
     row.kwargs.every = 5
     config.optimizers = [row]
     config.lock()
-    r = train.train_and_evaluate(config, str(tmp_path))["optimizers"][label]
+    r = shared_runs.train_and_evaluate(config, str(tmp_path))["optimizers"][label]
     payload = 4 * sum(leaf_sizes(config))  # the f32 parameters
     sync = 2 * (NUM_DEVICES - 1) / NUM_DEVICES * payload
     assert r["sync_every"] == 5

@@ -24,6 +24,7 @@ pytest.importorskip("orbax.checkpoint")
 
 import gdtx  # noqa: E402
 from gdtx.experiments import configs, train  # noqa: E402
+from tests.experiments import shared_runs  # noqa: E402
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 NUM_STEPS = 24
@@ -48,7 +49,7 @@ def _config(refine_from: str = "", **overrides):
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("first")
-    return workdir, train.train_and_evaluate(_config(), str(workdir))
+    return workdir, shared_runs.train_and_evaluate(_config(), str(workdir))
 
 
 def test_norms_are_recorded_per_step_and_written(first):
@@ -70,7 +71,7 @@ def test_norms_are_recorded_per_step_and_written(first):
 def test_a_refined_run_applies_the_refined_schedule(first, tmp_path):
     workdir, results = first
     config = _config(str(workdir), refine_smoothing=0.2)
-    second = train.train_and_evaluate(config, str(tmp_path))
+    second = shared_runs.train_and_evaluate(config, str(tmp_path))
     sgd = second["optimizers"]["sgd"]
     assert sgd["schedule"] == "refined" and sgd["refined_from"] == str(workdir)
     schedule = gdtx.refined(
@@ -97,24 +98,24 @@ def test_refine_from_errors_name_the_flag(first, tmp_path):
     workdir, _ = first
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=r"--config\.refine_from=.*nowhere.*no such run"):
-        train.train_and_evaluate(_config(str(missing)), str(tmp_path / "a"))
+        shared_runs.train_and_evaluate(_config(str(missing)), str(tmp_path / "a"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"--config\.refine_from=.*results\.json"):
-        train.train_and_evaluate(_config(str(tmp_path / "empty")), str(tmp_path / "b"))
+        shared_runs.train_and_evaluate(_config(str(tmp_path / "empty")), str(tmp_path / "b"))
     edited = tmp_path / "edited"
     edited.mkdir()
     previous = json.loads((workdir / "results.json").read_text())
     adam = previous["optimizers"].pop("adam")
     (edited / "results.json").write_text(json.dumps(previous))
     with pytest.raises(ValueError, match=r"--config\.refine_from=.*no optimizer 'adam'"):
-        train.train_and_evaluate(_config(str(edited)), str(tmp_path / "c"))
+        shared_runs.train_and_evaluate(_config(str(edited)), str(tmp_path / "c"))
     previous["optimizers"]["adam"] = adam
     del previous["optimizers"]["sgd"]["grad_norms"]
     (edited / "results.json").write_text(json.dumps(previous))
     with pytest.raises(
         ValueError, match=r"--config\.refine_from=.*'sgd'.*no recorded `grad_norms`"
     ):
-        train.train_and_evaluate(_config(str(edited)), str(tmp_path / "d"))
+        shared_runs.train_and_evaluate(_config(str(edited)), str(tmp_path / "d"))
     assert not (tmp_path / "d" / "results.json").exists()
 
 
@@ -123,12 +124,12 @@ def test_a_refined_run_does_not_resume_an_unrefined_checkpoint(first, tmp_path):
     plain = _config(checkpoint_every=4)
     with plain.unlocked():
         plain.optimizers = plain.optimizers[:1]
-    assert train.train_and_evaluate(plain, str(tmp_path), stop_after=4) is None
+    assert shared_runs.train_and_evaluate(plain, str(tmp_path), stop_after=4) is None
     refined = _config(str(workdir), checkpoint_every=4)
     with refined.unlocked():
         refined.optimizers = refined.optimizers[:1]
     with pytest.raises(ValueError, match="different config"):
-        train.train_and_evaluate(refined, str(tmp_path))
+        shared_runs.train_and_evaluate(refined, str(tmp_path))
 
 
 def test_grad_norm_kind_auto_and_forced():

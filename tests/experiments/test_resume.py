@@ -23,6 +23,7 @@ ocp = pytest.importorskip("orbax.checkpoint")
 import gdtx  # noqa: E402
 from gdtx import checkpoint  # noqa: E402
 from gdtx.experiments import configs, data, train  # noqa: E402
+from tests.experiments import shared_runs  # noqa: E402
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 TIMINGS = ("wall_time_s", "compile_time_s", "steps_per_sec", "resumed_from_step")
@@ -99,9 +100,9 @@ def _final_state(workdir, config, label):
 
 
 def _run_interrupted(config, workdir, stop_after):
-    assert train.train_and_evaluate(config, str(workdir), stop_after=stop_after) is None
+    assert shared_runs.train_and_evaluate(config, str(workdir), stop_after=stop_after) is None
     assert not (workdir / "results.json").exists()
-    return train.train_and_evaluate(config, str(workdir))
+    return shared_runs.train_and_evaluate(config, str(workdir))
 
 
 @pytest.fixture(scope="module", params=[_digits_config, _lm_config], ids=["digits", "char_lm"])
@@ -109,7 +110,7 @@ def straight(request, tmp_path_factory):
     """An uninterrupted run: (config, workdir, results)."""
     config = request.param()
     workdir = tmp_path_factory.mktemp("straight")
-    return config, workdir, train.train_and_evaluate(config, str(workdir))
+    return config, workdir, shared_runs.train_and_evaluate(config, str(workdir))
 
 
 def test_resumed_run_is_bit_identical(straight, tmp_path):
@@ -151,12 +152,12 @@ def test_resume_without_the_data_order_differs(straight, tmp_path, monkeypatch):
 
 def test_resume_with_another_config_fails(tmp_path):
     config = _digits_config()
-    assert train.train_and_evaluate(config, str(tmp_path), stop_after=12) is None
+    assert shared_runs.train_and_evaluate(config, str(tmp_path), stop_after=12) is None
     other = _digits_config()
     with other.unlocked():
         other.optimizers[0].learning_rate = 0.5
     with pytest.raises(ValueError, match="different config"):
-        train.train_and_evaluate(other, str(tmp_path))
+        shared_runs.train_and_evaluate(other, str(tmp_path))
 
 
 def test_restore_opt_state_helper_keeps_namedtuples(tmp_path):
@@ -194,7 +195,7 @@ def test_a_checkpoint_holds_the_curves_of_its_own_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ocp.args, "JsonSave", recording)
     config = _digits_config()
-    train.train_and_evaluate(config, str(tmp_path))
+    shared_runs.train_and_evaluate(config, str(tmp_path))
     assert len(handed) >= 2
     for item in handed:
         assert max(item["curves"]["step"]) <= item["step"], (

@@ -22,6 +22,7 @@ pytest.importorskip("ml_collections")
 pytest.importorskip("sklearn")
 
 from gdtx.experiments import main, train  # noqa: E402
+from tests.experiments import shared_runs  # noqa: E402
 
 # One worker runs the module, so the shared run (a session fixture) is trained once.
 pytestmark = pytest.mark.xdist_group("train")
@@ -56,7 +57,7 @@ def run(tmp_path_factory):
     """One shrunken run, shared by the tests: (config, workdir, results)."""
     config = get_test_config()
     workdir = tmp_path_factory.mktemp("digits")
-    results = train.train_and_evaluate(config, str(workdir))
+    results = shared_runs.train_and_evaluate(config, str(workdir))
     return config, workdir, results
 
 
@@ -143,7 +144,7 @@ def test_same_config_gives_identical_results(run, tmp_path):
     if jax.default_backend() != "cpu":
         pytest.skip("bit-identical reruns are checked on CPU; see gdtx-train's XLA_FLAGS")
     _, _, first = run
-    second = train.train_and_evaluate(get_test_config(), str(tmp_path))
+    second = shared_runs.train_and_evaluate(get_test_config(), str(tmp_path))
     for label, r in first["optimizers"].items():
         assert second["optimizers"][label]["curves"] == r["curves"], label
         assert second["optimizers"][label]["final_train_loss"] == r["final_train_loss"]
@@ -160,7 +161,7 @@ def test_unknown_optimizer_fails_before_training(tmp_path):
     config = get_test_config()
     config.optimizers[0].name = "no-such-optimizer"
     with pytest.raises(ValueError, match="no-such-optimizer"):
-        train.train_and_evaluate(config, str(tmp_path))
+        shared_runs.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "results.json").exists()
 
 
@@ -213,6 +214,25 @@ def test_default_config_reaches_the_documented_accuracy(tmp_path):
     """The quick-start job itself, unshrunk: what the README promises a newcomer."""
     config = get_default_config()
     config.progress_bar = False
-    results = train.train_and_evaluate(config, str(tmp_path))
+    results = shared_runs.train_and_evaluate(config, str(tmp_path))
     for label, r in results["optimizers"].items():
         assert r["final_test_accuracy"] >= 0.97, (label, r["final_test_accuracy"])
+
+
+def test_compiled_runs_reuse_only_the_latest_config():
+    built = []
+    runs = train.CompiledRuns()
+
+    def build(tag):
+        def make():
+            built.append(tag)
+            return {"tag": tag}
+
+        return make
+
+    first = runs.get("a", build("a"))
+    assert runs.get("a", build("a")) is first  # same config: reused, not rebuilt
+    assert runs.get("b", build("b"))["tag"] == "b"  # another config replaces it
+    assert runs.get("a", build("a")) is not first  # only the latest is kept
+    assert built == ["a", "b", "a"]
+    assert not hasattr(train, "_CACHE")  # no module-level cache: a call without one compiles
