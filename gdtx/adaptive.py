@@ -334,6 +334,11 @@ class RectifyState(NamedTuple):
     inner_state: optax.OptState
 
 
+def _is_state_field(path, _) -> bool:
+    """Only NamedTuple fields count as moments: a parameter called ``mu`` is not one."""
+    return isinstance(path[-1], optax.tree_utils.NamedTupleKey)
+
+
 # How far a probed decay may be from the given one: the probe runs in float32.
 _PROBE_TOLERANCE = 1e-6
 
@@ -354,9 +359,8 @@ def _probed_decays(inner: Any) -> dict[str, float]:
             _, state = inner.update(jnp.ones((), jnp.float32), inner.init(p), p)
     except Exception:  # noqa: BLE001 -- any failure means: cannot check, say nothing
         return {}
-    is_field = lambda path, _: isinstance(path[-1], optax.tree_utils.NamedTupleKey)  # noqa: E731
     found = {}
-    mus = optax.tree.get_all_with_path(state, "mu", filtering=is_field)
+    mus = optax.tree.get_all_with_path(state, "mu", filtering=_is_state_field)
     # a traced hyperparameter of the inner leaves its moments traced: not read
     if len(mus) == 1 and validation.concrete_value(mus[0][1]) is not None:
         found["b1"] = 1.0 - validation.concrete_value(mus[0][1])
@@ -396,9 +400,8 @@ def _warn_on_mismatch(owner: str, inner: Any, b1: Any, b2: Any) -> None:
 
 
 def _first_moment(owner: str, inner_state: Any, like: Any) -> Any:
-    is_field = lambda path, _: isinstance(path[-1], optax.tree_utils.NamedTupleKey)  # noqa: E731
     try:
-        mu = optax.tree.get(inner_state, "mu", _NOT_FOUND, filtering=is_field)
+        mu = optax.tree.get(inner_state, "mu", _NOT_FOUND, filtering=_is_state_field)
     except KeyError as error:
         raise ValueError(
             f"{owner}: the inner state holds several first moments `mu` "
