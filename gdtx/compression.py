@@ -53,6 +53,7 @@ import numpy as np
 import optax
 
 from gdtx._core import dtypes, validation
+from gdtx._core.bits import num_words, pack, unpack
 from gdtx._core.collectives import (
     all_gather_replicated,
     as_per_device,
@@ -173,29 +174,6 @@ def _complexify(r: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
     n = shape[-1] if shape else 1
     z = jax.lax.complex(r[..., :n], r[..., n:]).astype(dtype)
     return z.reshape(shape)
-
-
-# --- bit packing ---------------------------------------------------------------------------
-
-
-def _pack(codes: jax.Array, width: int) -> jax.Array:
-    per_word = 32 // width
-    n = codes.size
-    grouped = jnp.pad(codes.astype(jnp.uint32), (0, -n % per_word)).reshape(-1, per_word)
-    shifts = (jnp.arange(per_word, dtype=jnp.uint32) * jnp.uint32(width))[None, :]
-    # The fields do not overlap, so the sum is a bitwise or.
-    return jnp.sum(grouped << shifts, axis=1, dtype=jnp.uint32)
-
-
-def _unpack(words: jax.Array, width: int, n: int) -> jax.Array:
-    per_word = 32 // width
-    shifts = (jnp.arange(per_word, dtype=jnp.uint32) * jnp.uint32(width))[None, :]
-    fields = (words[:, None] >> shifts) & jnp.uint32(2**width - 1)
-    return fields.reshape(-1)[:n]
-
-
-def _words(n: int, width: int) -> int:
-    return -(-n * width // 32)
 
 
 # --- shapes and bit counts ----------------------------------------------------------------------
@@ -336,13 +314,13 @@ class QSGD(Compressor):
         lower = lower.reshape(-1)[:n]
         xi = lower + _bernoulli(key, p_up).astype(cdt)
         code = (jnp.sign(v) * xi).astype(jnp.int32) + s
-        return PackedPayload(_pack(code, self.width), scales, tuple(x.shape), x.dtype)
+        return PackedPayload(pack(code, self.width), scales, tuple(x.shape), x.dtype)
 
     def _decompress_leaf(self, payload):
         s = self.num_levels
         shape = payload.shape
         n = math.prod(shape)
-        code = _unpack(payload.words, self.width, n).astype(jnp.int32) - s
+        code = unpack(payload.words, self.width, n).astype(jnp.int32) - s
         d = max(n, 1) if self.bucket_size is None else self.bucket_size
         buckets = jnp.pad(code, (0, -n % d)).reshape(-1, d).astype(payload.scales.dtype)
         values = (payload.scales[:, None] / s * buckets).reshape(-1)[:n]
@@ -350,7 +328,7 @@ class QSGD(Compressor):
 
     def _payload_bits_leaf(self, shape, dtype):
         n = math.prod(shape)
-        return 32 * _words(n, self.width) + self._num_buckets(n) * _float_bits(dtype)
+        return 32 * num_words(n, self.width) + self._num_buckets(n) * _float_bits(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,16 +354,16 @@ class TernGrad(Compressor):
         scale = jnp.max(jnp.abs(v), initial=0)
         keep = _bernoulli(key, jnp.abs(v) / jnp.where(scale > 0, scale, 1))
         code = jnp.where(keep, jnp.sign(v), 0).astype(jnp.int32) + 1
-        return PackedPayload(_pack(code, 2), scale[None], tuple(x.shape), x.dtype)
+        return PackedPayload(pack(code, 2), scale[None], tuple(x.shape), x.dtype)
 
     def _decompress_leaf(self, payload):
         n = math.prod(payload.shape)
-        code = _unpack(payload.words, 2, n).astype(jnp.int32) - 1
+        code = unpack(payload.words, 2, n).astype(jnp.int32) - 1
         values = payload.scales[0] * code.astype(payload.scales.dtype)
         return values.reshape(payload.shape).astype(payload.dtype)
 
     def _payload_bits_leaf(self, shape, dtype):
-        return 32 * _words(math.prod(shape), 2) + _float_bits(dtype)
+        return 32 * num_words(math.prod(shape), 2) + _float_bits(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,15 +378,15 @@ class ScaledSign(Compressor):
         del key
         v = jnp.ravel(x).astype(dtypes.compute_dtype(x))
         scale = jnp.sum(jnp.abs(v)) / max(v.size, 1)
-        return PackedPayload(_pack(v >= 0, 1), scale[None], tuple(x.shape), x.dtype)
+        return PackedPayload(pack(v >= 0, 1), scale[None], tuple(x.shape), x.dtype)
 
     def _decompress_leaf(self, payload):
         n = math.prod(payload.shape)
-        up = _unpack(payload.words, 1, n).astype(payload.scales.dtype)
+        up = unpack(payload.words, 1, n).astype(payload.scales.dtype)
         return (payload.scales[0] * (2 * up - 1)).reshape(payload.shape).astype(payload.dtype)
 
     def _payload_bits_leaf(self, shape, dtype):
-        return 32 * _words(math.prod(shape), 1) + _float_bits(dtype)
+        return 32 * num_words(math.prod(shape), 1) + _float_bits(dtype)
 
 
 def atomo_probabilities(magnitudes: jax.Array, budget: Any) -> jax.Array:
