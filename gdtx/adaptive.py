@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gdtx._core import dtypes, extra_args, hyperparams, rectification, validation
+from gdtx._core import dtypes, extra_args, hyperparams, moments, rectification, validation
 from gdtx._core.trees import unzip
 from gdtx._core.weight_decay import chain_with_weight_decay
 
@@ -64,17 +64,6 @@ class ScaleByDiffGradState(NamedTuple):
     mu: optax.Updates
     nu: optax.Updates
     prev_grad: optax.Updates
-
-
-def _compute_dtypes(g: Any, m_prev: Any, v_prev: Any) -> tuple[Any, Any]:
-    """``(cdt, rdt)``: the arithmetic dtype (complex for complex ``g``) and its real part.
-
-    For real inputs both are ``compute_dtype(g, m_prev, v_prev)``; ``v`` is a
-    magnitude (real-valued even when stored in a complex dtype).
-    """
-    cdt = dtypes.compute_dtype(g, m_prev)
-    rdt = dtypes.compute_dtype(dtypes.real_dtype(cdt), v_prev.real)
-    return jnp.promote_types(cdt, rdt), rdt
 
 
 def scale_by_diffgrad(
@@ -180,16 +169,19 @@ def _scale_by_diffgrad(
             prev_grad=dtypes.zeros_like_params(params, prev_grad_dtype),
         )
 
-    def leaf_update(g, m_prev, v_prev, g_prev, count):
-        g = jnp.asarray(g)  # a Python-number leaf has no dtype
-        cdt, rdt = _compute_dtypes(g, m_prev, v_prev)
+    def step_scalars(rdt, count):
         b1_, b2_, eps_, eps_root_ = (jnp.asarray(x, rdt) for x in (b1, b2, eps, eps_root))
         t = jnp.asarray(count, rdt)
+        return b1_, b2_, eps_, eps_root_, jnp.sqrt(1 - b2_**t) / (1 - b1_**t)
+
+    def leaf_update(g, m_prev, v_prev, g_prev, scalars):
+        g = jnp.asarray(g)  # a Python-number leaf has no dtype
+        cdt, rdt = moments.moment_dtypes(g, m_prev, v_prev)
+        b1_, b2_, eps_, eps_root_, step = scalars(rdt)
         g_c = g.astype(cdt)
-        m = b1_ * m_prev.astype(cdt) + (1 - b1_) * g_c
-        v = b2_ * dtypes.as_real(v_prev, rdt) + (1 - b2_) * dtypes.abs_sq(g_c)
+        m = moments.ema(b1_, m_prev, g_c, cdt)
+        v = moments.ema_abs_sq(b2_, v_prev, g_c, rdt)
         friction = jax.nn.sigmoid(jnp.abs(g_prev.astype(cdt) - g_c))
-        step = jnp.sqrt(1 - b2_**t) / (1 - b1_**t)
         u = step * friction * m / (jnp.sqrt(v + eps_root_) + eps_)
         return (
             u.astype(g.dtype),
@@ -203,8 +195,9 @@ def _scale_by_diffgrad(
         validation.check_state_type(owner, state, ScaleByDiffGradState)
         validation.check_like_state(owner, updates, state.mu)
         count = optax.safe_increment(state.count)
+        scalars = moments.per_compute_dtype(lambda rdt: step_scalars(rdt, count))
         out = jax.tree.map(
-            lambda g, m, v, gp: leaf_update(g, m, v, gp, count),
+            lambda g, m, v, gp: leaf_update(g, m, v, gp, scalars),
             updates,
             state.mu,
             state.nu,
@@ -558,12 +551,16 @@ def _rectify(
         _first_moment(owner, inner_state, params)
         return RectifyState(count=jnp.zeros([], jnp.int32), inner_state=inner_state)
 
-    def leaf_update(u, m, count):
-        cdt = dtypes.compute_dtype(u, m)
-        rdt = dtypes.real_dtype(cdt)  # r_t, rho_t and the bias correction are real
+    def step_scalars(rdt, count):
         r_t, adaptive = rectification.rectification(b2, count, threshold, rdt)
         t = jnp.asarray(count, rdt)
-        m_hat = m.astype(cdt) / (1 - jnp.asarray(b1, rdt) ** t)
+        return r_t, adaptive, 1 - jnp.asarray(b1, rdt) ** t
+
+    def leaf_update(u, m, scalars):
+        cdt = dtypes.compute_dtype(u, m)
+        # r_t, rho_t and the bias correction are real
+        r_t, adaptive, bc1 = scalars(dtypes.real_dtype(cdt))
+        m_hat = m.astype(cdt) / bc1
         fallback = m_hat if degenerated_to_sgd else jnp.zeros_like(m_hat)
         return jnp.where(adaptive, r_t * u.astype(cdt), fallback).astype(u.dtype)
 
@@ -572,7 +569,8 @@ def _rectify(
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
         count = optax.safe_increment(state.count)
         mu = _first_moment(owner, inner_state, updates)
-        new_updates = jax.tree.map(lambda u, m: leaf_update(u, m, count), inner_updates, mu)
+        scalars = moments.per_compute_dtype(lambda rdt: step_scalars(rdt, count))
+        new_updates = jax.tree.map(lambda u, m: leaf_update(u, m, scalars), inner_updates, mu)
         return new_updates, RectifyState(count=count, inner_state=inner_state)
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -591,15 +589,19 @@ def _scale_by_adam_unbiased_eps(owner, b1, b2, eps, mu_dtype, nu_dtype):
             nu=dtypes.zeros_like_params(params, nu_dtype),
         )
 
-    def leaf_update(g, m_prev, v_prev, count):
-        g = jnp.asarray(g)  # a Python-number leaf has no dtype
-        cdt, rdt = _compute_dtypes(g, m_prev, v_prev)
+    def step_scalars(rdt, count):
         b1_, b2_, eps_ = (jnp.asarray(x, rdt) for x in (b1, b2, eps))
         t = jnp.asarray(count, rdt)
+        return b1_, b2_, eps_, jnp.sqrt(1 - b2_**t) / (1 - b1_**t)
+
+    def leaf_update(g, m_prev, v_prev, scalars):
+        g = jnp.asarray(g)  # a Python-number leaf has no dtype
+        cdt, rdt = moments.moment_dtypes(g, m_prev, v_prev)
+        b1_, b2_, eps_, step = scalars(rdt)
         g_c = g.astype(cdt)
-        m = b1_ * m_prev.astype(cdt) + (1 - b1_) * g_c
-        v = b2_ * dtypes.as_real(v_prev, rdt) + (1 - b2_) * dtypes.abs_sq(g_c)
-        u = jnp.sqrt(1 - b2_**t) / (1 - b1_**t) * m / (jnp.sqrt(v) + eps_)
+        m = moments.ema(b1_, m_prev, g_c, cdt)
+        v = moments.ema_abs_sq(b2_, v_prev, g_c, rdt)
+        u = step * m / (jnp.sqrt(v) + eps_)
         return u.astype(g.dtype), m.astype(m_prev.dtype), v.astype(v_prev.dtype)
 
     def update_fn(updates, state, params=None, **extra):
@@ -607,7 +609,10 @@ def _scale_by_adam_unbiased_eps(owner, b1, b2, eps, mu_dtype, nu_dtype):
         validation.check_state_type(owner, state, optax.ScaleByAdamState)
         validation.check_like_state(owner, updates, state.mu)
         count = optax.safe_increment(state.count)
-        out = jax.tree.map(lambda g, m, v: leaf_update(g, m, v, count), updates, state.mu, state.nu)
+        scalars = moments.per_compute_dtype(lambda rdt: step_scalars(rdt, count))
+        out = jax.tree.map(
+            lambda g, m, v: leaf_update(g, m, v, scalars), updates, state.mu, state.nu
+        )
         new_updates, mu, nu = unzip(out, updates, 3)
         return new_updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 

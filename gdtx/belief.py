@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gdtx._core import dtypes, hyperparams, rectification, validation
+from gdtx._core import dtypes, hyperparams, moments, rectification, validation
 from gdtx._core.trees import unzip
 from gdtx._core.weight_decay import chain_with_weight_decay
 
@@ -206,13 +206,11 @@ def _scale_by_belief(
 
     def leaf_update(g, m_prev, s_prev, s_max_prev, scalars):
         g = jnp.asarray(g)  # a Python-number leaf has no dtype
-        cdt = dtypes.compute_dtype(g, m_prev)  # complex for complex parameters
-        rdt = dtypes.compute_dtype(dtypes.real_dtype(cdt), s_prev.real)  # s is real
-        cdt = jnp.promote_types(cdt, rdt)
+        cdt, rdt = moments.moment_dtypes(g, m_prev, s_prev)  # s is real, even for complex g
         sc = scalars(rdt)
         b1_, b2_, eps_, bc1, bc2 = sc["b1"], sc["b2"], sc["eps"], sc["bc1"], sc["bc2"]
         g_c = g.astype(cdt)
-        m = b1_ * m_prev.astype(cdt) + (1 - b1_) * g_c
+        m = moments.ema(b1_, m_prev, g_c, cdt)
         deviation = g_c - m
         # eps_root joins the new term rather than being added last: a final add of a
         # constant lets XLA duplicate the whole `s` computation into the update's loop,
@@ -242,23 +240,16 @@ def _scale_by_belief(
         validation.check_state_type(owner, state, ScaleByBeliefState)
         validation.check_like_state(owner, updates, state.mu)
         count = optax.safe_increment(state.count)
-        # The step's scalars (bias corrections, rectification) are traced once per
-        # compute dtype, not once per leaf: a 100-leaf model traces and compiles
-        # one set of them instead of a hundred.
-        cache: dict[Any, dict[str, jax.Array]] = {}
+        scalars = moments.per_compute_dtype(lambda cdt: step_scalars(cdt, count))
 
-        def scalars(cdt):
-            key = jnp.dtype(cdt)
-            if key not in cache:
-                cache[key] = step_scalars(cdt, count)
-            return cache[key]
-
-        moments = (state.mu, state.nu, state.nu_max) if amsgrad else (state.mu, state.nu)
+        state_moments = (state.mu, state.nu, state.nu_max) if amsgrad else (state.mu, state.nu)
         if amsgrad:
             leaf_fn = lambda g, m, s, s_max: leaf_update(g, m, s, s_max, scalars)  # noqa: E731
         else:
             leaf_fn = lambda g, m, s: leaf_update(g, m, s, None, scalars)  # noqa: E731
-        outputs = unzip(jax.tree.map(leaf_fn, updates, *moments), updates, 1 + len(moments))
+        outputs = unzip(
+            jax.tree.map(leaf_fn, updates, *state_moments), updates, 1 + len(state_moments)
+        )
         new_updates, mu, nu, *rest = outputs
         nu_max = rest[0] if amsgrad else None
         return new_updates, ScaleByBeliefState(count=count, mu=mu, nu=nu, nu_max=nu_max)

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gdtx._core import dtypes, validation
+from gdtx._core import dtypes, moments, validation
 from gdtx._core.collectives import as_per_device, check_axis_name, local_view
 from gdtx._core.trees import unzip
 from gdtx._core.weight_decay import chain_with_weight_decay
@@ -139,7 +139,7 @@ def _signum_leaf(g, m_prev, beta):
     g = jnp.asarray(g)  # a Python-number leaf (a scalar parameter given as a float)
     cdt = dtypes.compute_dtype(g, m_prev)
     beta_ = jnp.asarray(beta, cdt)
-    m = beta_ * m_prev.astype(cdt) + (1 - beta_) * g.astype(cdt)
+    m = moments.ema(beta_, m_prev, g.astype(cdt), cdt)
     return jnp.sign(m).astype(g.dtype), m.astype(m_prev.dtype)
 
 

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import optax
 from optax.experimental import aggregating
 
-from gdtx._core import dtypes, extra_args, validation
+from gdtx._core import dtypes, extra_args, moments, validation
 from gdtx._core.trees import unzip
 from gdtx._core.weight_decay import chain_with_weight_decay
 from gdtx.sign import ScaleBySignumState, scale_by_signum
@@ -69,25 +69,21 @@ def _variance_factor(mean_sq: jax.Array, variance: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(gamma), jnp.zeros_like(gamma), gamma)
 
 
-def _compute_dtypes(g: Any, m: Any, v: Any) -> tuple[Any, Any]:
-    """``(cdt, rdt)``: the arithmetic dtype (complex for complex ``g``) and its real part.
-
-    Both are ``compute_dtype(g, m, v)`` for real inputs; ``v`` is real-valued.
-    """
-    cdt = dtypes.compute_dtype(g, m)
-    rdt = dtypes.compute_dtype(dtypes.real_dtype(cdt), v.real)
-    return jnp.promote_types(cdt, rdt), rdt
-
-
-def _msvag_leaf(m, v, count, beta, cdt, rdt):
-    """Returns ``(m_hat, gamma)`` of one leaf from the stored moments ``m``, ``v``."""
+def _msvag_scalars(beta, count, rdt):
+    """``(beta, bc, rho)`` of a step in ``rdt``: the decay, ``1 - beta^t`` and ``rho_t``."""
     beta = jnp.asarray(beta, rdt)
     t = jnp.asarray(count, rdt)
     beta_t = beta**t
     bc = 1 - beta_t
+    rho = jnp.minimum((1 - beta) * (1 + beta_t) / ((1 + beta) * bc), _RHO_MAX)
+    return beta, bc, rho
+
+
+def _msvag_leaf(m, v, count, scalars, cdt, rdt):
+    """Returns ``(m_hat, gamma)`` of one leaf from the stored moments ``m``, ``v``."""
+    _, bc, rho = scalars
     m_hat = m.astype(cdt) / bc
     v_hat = dtypes.as_real(v, rdt) / bc
-    rho = jnp.minimum((1 - beta) * (1 + beta_t) / ((1 + beta) * bc), _RHO_MAX)
     mean_sq = dtypes.abs_sq(m_hat)
     s = (v_hat - mean_sq) / (1 - rho)
     # At t = 1, v_hat - m_hat^2 is exactly 0 in exact arithmetic (one sample has no
@@ -191,14 +187,15 @@ def _scale_by_msvag(
             nu=dtypes.zeros_like_params(params, nu_dtype),
         )
 
-    def leaf_update(g, m_prev, v_prev, count):
+    def leaf_update(g, m_prev, v_prev, count, scalars):
         g = jnp.asarray(g)  # a Python-number leaf has no dtype
-        cdt, rdt = _compute_dtypes(g, m_prev, v_prev)
-        beta_ = jnp.asarray(beta, rdt)
+        cdt, rdt = moments.moment_dtypes(g, m_prev, v_prev)
+        step_scalars = scalars(rdt)
+        beta_ = step_scalars[0]
         g_c = g.astype(cdt)
-        m = beta_ * m_prev.astype(cdt) + (1 - beta_) * g_c
-        v = beta_ * dtypes.as_real(v_prev, rdt) + (1 - beta_) * dtypes.abs_sq(g_c)
-        m_hat, gamma = _msvag_leaf(m, v, count, beta_, cdt, rdt)
+        m = moments.ema(beta_, m_prev, g_c, cdt)
+        v = moments.ema_abs_sq(beta_, v_prev, g_c, rdt)
+        m_hat, gamma = _msvag_leaf(m, v, count, step_scalars, cdt, rdt)
         return (gamma * m_hat).astype(g.dtype), m.astype(m_prev.dtype), v.astype(v_prev.dtype)
 
     def update_fn(updates, state, params=None, **extra):
@@ -206,7 +203,10 @@ def _scale_by_msvag(
         validation.check_state_type(owner, state, ScaleByMsvagState)
         validation.check_like_state(owner, updates, state.mu)
         count = optax.safe_increment(state.count)
-        out = jax.tree.map(lambda g, m, v: leaf_update(g, m, v, count), updates, state.mu, state.nu)
+        scalars = moments.per_compute_dtype(lambda rdt: _msvag_scalars(beta, count, rdt))
+        out = jax.tree.map(
+            lambda g, m, v: leaf_update(g, m, v, count, scalars), updates, state.mu, state.nu
+        )
         new_updates, mu, nu = unzip(out, updates, 3)
         return new_updates, ScaleByMsvagState(count=count, mu=mu, nu=nu)
 
@@ -250,8 +250,9 @@ def msvag_gamma(state: Any, beta: jax.typing.ArrayLike = 0.9) -> optax.Updates:
     validation.check_decay("gdtx.msvag_gamma", "beta", beta)
 
     def leaf(m, v):
-        cdt, rdt = _compute_dtypes(m, m, v)
-        return _msvag_leaf(m, v, inner.count, beta, cdt, rdt)[1]
+        cdt, rdt = moments.moment_dtypes(m, m, v)
+        scalars = _msvag_scalars(beta, inner.count, rdt)
+        return _msvag_leaf(m, v, inner.count, scalars, cdt, rdt)[1]
 
     return jax.tree.map(leaf, inner.mu, inner.nu)
 
@@ -533,7 +534,7 @@ def _scale_by_svag(owner: str) -> optax.GradientTransformationExtraArgs:
 
     def leaf_update(g, var):
         g, var = jnp.asarray(g), jnp.asarray(var)  # Python-number leaves have no dtype
-        cdt, rdt = _compute_dtypes(g, g, var)
+        cdt, rdt = moments.moment_dtypes(g, g, var)
         g_c = g.astype(cdt)
         gamma = _variance_factor(dtypes.abs_sq(g_c), dtypes.as_real(var, rdt))
         return (gamma * g_c).astype(g.dtype)
