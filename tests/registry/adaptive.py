@@ -33,8 +33,6 @@ _DIFFGRAD = {
     "static_args": ("weight_decay_mode",),
     "dtype_knobs": {**_KNOBS, "prev_grad_dtype": ("prev_grad",)},
     "supports_complex": True,
-    "reads": ("grad", "param", "mu", "nu", "prev_grad"),
-    "writes": ("param", "mu", "nu", "prev_grad"),
     "invalid": _invalid("diffgrad", (({"eps_root": -1.0}, r"`eps_root` must be >= 0"),)),
 }
 
@@ -43,8 +41,6 @@ _RADAM = {
     "static_args": ("degenerated_to_sgd", "weight_decay_mode"),
     "dtype_knobs": _KNOBS,
     "supports_complex": True,
-    "reads": ("grad", "param", "mu", "nu"),
-    "writes": ("param", "mu", "nu"),
     "invalid": _invalid(
         "radam", (({"threshold": 3.0}, r"gdtx\.radam: `threshold` must be >= 4, got 3\.0"),)
     ),
@@ -72,8 +68,6 @@ CASES = (
         dtype_knobs=_KNOBS,
         supports_complex=True,
         unvalidated_args={"learning_rate": "forwarded to optax.scale_by_learning_rate"},
-        reads=("grad", "param", "mu", "nu"),
-        writes=("param", "mu", "nu"),
         invalid=(
             ({"threshold": 3.0}, r"gdtx\.rectify: `threshold` must be >= 4, got 3\.0"),
             ({"threshold": float("inf")}, r"gdtx\.rectify: `threshold` must be finite"),

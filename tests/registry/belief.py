@@ -19,8 +19,6 @@ _BELIEF = {
     "factory": gdtx.adabelief,
     "static_args": _FLAGS,
     "dtype_knobs": _KNOBS,
-    "reads": ("grad", "param", "mu", "nu"),
-    "writes": ("param", "mu", "nu"),
     "invalid": _INVALID,
     # |g - m|^2 in optax's sense (tests/test_belief.py checks a float64 transcription).
     "supports_complex": True,
@@ -33,11 +31,7 @@ CASES = (
     Case(
         name="adabelief_amsgrad",
         kwargs={"learning_rate": 1e-2, "amsgrad": True},
-        **{
-            **_BELIEF,
-            "reads": ("grad", "param", "mu", "nu", "nu_max"),
-            "writes": ("param", "mu", "nu", "nu_max"),
-        },
+        **_BELIEF,
     ),
     Case(name="adabelief_nesterov", kwargs={"learning_rate": 1e-2, "nesterov": True}, **_BELIEF),
 )

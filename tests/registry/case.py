@@ -34,8 +34,6 @@ class Case:
       supports_complex: whether the complex parabola must converge too.
       axis_name: the named mesh axis the update needs, if any (run under a
         one-device ``shard_map``).
-      reads / writes: the arrays a step reads and writes per parameter element
-        (for the benchmark's bandwidth floor).
       invalid: ``(kwargs override, regex)`` pairs that must raise ``ValueError``
         (or ``TypeError``, for a value of the wrong type).
       owner: the public gdtx name that the row's error messages must name. None:
@@ -58,8 +56,6 @@ class Case:
     dtype_knobs: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     supports_complex: bool = False
     axis_name: str | None = None
-    reads: tuple[str, ...] = ("grad", "param")
-    writes: tuple[str, ...] = ("param",)
     invalid: tuple[tuple[Mapping[str, Any], str], ...] = ()
     owner: str | None = None
     unvalidated_args: Mapping[str, str] = dataclasses.field(default_factory=dict)

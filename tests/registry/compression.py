@@ -38,8 +38,6 @@ CASES = (
         axis_name=_AXIS,
         # A complex leaf is quantized as its real form [Re, Im] (unbiased); Adam is complex too.
         supports_complex=True,
-        reads=("grad", "param", "mu", "nu"),
-        writes=("param", "mu", "nu"),
         invalid=(
             (
                 {"num_levels": 0},
@@ -60,8 +58,6 @@ CASES = (
         axis_name=_AXIS,
         # The scaled sign of a complex leaf is that of its real form [Re, Im].
         supports_complex=True,
-        reads=("grad", "param", "error", "mu", "nu"),
-        writes=("param", "error", "mu", "nu"),
         invalid=(
             ({"error_dtype": "int32"}, r"`error_dtype` must be None or a floating-point"),
             ({"seed": 1.0}, r"gdtx\.error_feedback: `seed` must be an integer, got 1\.0"),

@@ -52,8 +52,6 @@ CASES = (
         owner="gdtx.diana",
         # A complex leaf is quantized as its real form [Re, Im] (unbiased); Adam is complex too.
         supports_complex=True,
-        reads=("grad", "param", "h", "hbar", "mu", "nu"),
-        writes=("param", "h", "hbar", "mu", "nu"),
         invalid=(
             ({"alpha": 1.5}, r"gdtx\.diana: `alpha` must be in \[0, 1\], got 1\.5"),
             ({"alpha": -0.1}, r"gdtx\.diana: `alpha` must be in \[0, 1\]"),
@@ -72,8 +70,6 @@ CASES = (
         axis_name=_AXIS,
         owner="gdtx.artemis",
         supports_complex=True,
-        reads=("grad", "param", "h", "hbar", "down_memory", "mu", "nu"),
-        writes=("param", "h", "hbar", "down_memory", "mu", "nu"),
         invalid=(
             ({"alpha": 2.0}, r"gdtx\.artemis: `alpha` must be in \[0, 1\], got 2\.0"),
             ({"down_alpha": -1.0}, r"gdtx\.artemis: `down_alpha` must be in \[0, 1\]"),

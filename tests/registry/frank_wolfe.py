@@ -60,8 +60,6 @@ CASES = (
         extra_args=_hvp_fn,
         dtype_knobs={"mu_dtype": ("mu",)},
         owner="gdtx.one_sample_frank_wolfe",
-        reads=("grad", "param", "mu", "prev_params"),
-        writes=("param", "mu", "prev_params"),
         invalid=(
             ({"lmo": None}, r"gdtx\.one_sample_frank_wolfe: `lmo` must be a linear minimi"),
             ({"step_size": 0.0}, r"`step_size` must be in \(0, 1\]"),

@@ -82,8 +82,6 @@ CASES = (
         rosenbrock_kwargs={"learning_rate": 1e-3},
         dtype_knobs={"nu_dtype": ("nu",)},
         owner="gdtx.acgd",
-        reads=("grad", "param", "nu", "warm_start"),
-        writes=("param", "nu", "warm_start"),
         invalid=(
             ({"learning_rate": 0.0}, r"gdtx\.acgd: `learning_rate` must be > 0, got 0\.0"),
             ({"b2": 1.0}, r"gdtx\.acgd: `b2` must be in \[0, 1\), got 1\.0"),

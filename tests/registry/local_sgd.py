@@ -46,8 +46,6 @@ CASES = (
         },
         axis_name=_AXIS,
         owner="gdtx.periodic_average",
-        reads=("grad", "param", "trace"),
-        writes=("param", "trace"),
         invalid=(
             ({"every": 0}, r"gdtx\.periodic_average: `every` must be an integer >= 1, got 0"),
             ({"every": 1.5}, r"gdtx\.periodic_average: `every` must be an integer"),
@@ -65,8 +63,6 @@ CASES = (
         unvalidated_args={"learning_rate": "forwarded to optax.adam"},
         axis_name=_AXIS,
         owner="gdtx.diloco",
-        reads=("grad", "param", "mu", "nu", "anchor", "trace"),
-        writes=("param", "mu", "nu", "anchor", "trace"),
         invalid=(
             ({"every": 0}, r"gdtx\.diloco: `every` must be an integer >= 1, got 0"),
             ({"outer_learning_rate": -0.5}, r"gdtx\.diloco: `outer_learning_rate`"),

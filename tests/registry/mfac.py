@@ -42,15 +42,6 @@ _MFAC = {
 }
 
 
-def _reads_writes(m: int):
-    # Per parameter element: the window is read twice (the new Gram row and G^T c),
-    # one row of it written; the EMA of the directions is always in the chain.
-    window = tuple(f"grads[{i}]" for i in range(m))
-    reads = ("grad", "param", *window, *window, "ema")
-    writes = ("param", "grads[slot]", "ema")
-    return {"reads": reads, "writes": writes}
-
-
 CASES = (
     Case(
         name="mfac",
@@ -59,7 +50,6 @@ CASES = (
         # the window's curvature rather than as gradient descent with lr / damping.
         rosenbrock_kwargs={"learning_rate": 0.01, "damping": 1.0},
         **_MFAC,
-        **_reads_writes(4),
     ),
     # Eviction, momentum and coupled weight decay together (the official options).
     Case(
@@ -80,6 +70,5 @@ CASES = (
             **_MFAC,
             "dtype_knobs": {"grads_dtype": ("grads",), "mu_dtype": ("ema",)},
         },
-        **_reads_writes(8),
     ),
 )

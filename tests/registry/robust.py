@@ -54,8 +54,6 @@ CASES = (
         unvalidated_args={"learning_rate": "forwarded to optax.adam"},
         axis_name=_AXIS,
         owner=_OWNER,
-        reads=("grad", "param", "mu", "nu"),
-        writes=("param", "mu", "nu"),
         invalid=(
             *_COMMON_INVALID,
             ({"then": "nnm"}, r"gdtx\.robust_mean: `then` must be one of"),
@@ -70,8 +68,6 @@ CASES = (
         unvalidated_args={"learning_rate": "forwarded to optax.adam"},
         axis_name=_AXIS,
         owner=_OWNER,
-        reads=("grad", "param", "prev", "mu", "nu"),
-        writes=("param", "prev", "mu", "nu"),
         invalid=(
             *_COMMON_INVALID,
             ({"tau": 0.0}, r"gdtx\.robust_mean: `tau` must be > 0"),
@@ -87,8 +83,6 @@ CASES = (
         unvalidated_args={"learning_rate": "forwarded to optax.adam"},
         axis_name=_AXIS,
         owner=_OWNER,
-        reads=("grad", "param", "mu", "nu"),
-        writes=("param", "mu", "nu"),
         invalid=(*_COMMON_INVALID, ({"squared": "yes"}, r"gdtx\.robust_mean: `squared`")),
     ),
 )

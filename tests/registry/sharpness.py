@@ -169,8 +169,6 @@ CASES = (
             "step_size": _STEP_SIZE,
         },
         dtype_knobs={"mu_dtype": ("mu",), "nu_dtype": ("nu",)},
-        reads=("grad", "param", "mu", "nu"),
-        writes=("param", "mu", "nu"),
         **_SALR,
     ),
     Case(

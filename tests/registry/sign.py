@@ -36,7 +36,6 @@ CASES = (
         static_args=("weight_decay_mode",),
         # sign(z) = z / |z| for complex z, as optax.sign_sgd and pytorch-optimizer (torch.sgn).
         supports_complex=True,
-        writes=("param",),
         invalid=_INVALID,
     ),
     Case(
@@ -47,8 +46,6 @@ CASES = (
         static_args=("weight_decay_mode",),
         dtype_knobs={"mu_dtype": ("mu",)},
         supports_complex=True,
-        reads=("grad", "param", "mu"),
-        writes=("param", "mu"),
         invalid=_INVALID + _MOMENTUM_INVALID,
     ),
     Case(
@@ -59,8 +56,6 @@ CASES = (
         static_args=("weight_decay_mode",),
         dtype_knobs={"mu_dtype": ("mu",)},
         supports_complex=True,
-        reads=("grad", "param", "mu"),
-        writes=("param", "mu"),
         invalid=_INVALID + _MOMENTUM_INVALID,
     ),
     Case(
@@ -71,8 +66,6 @@ CASES = (
         static_args=("axis_name", "wire"),
         dtype_knobs={"mu_dtype": ("mu",)},
         axis_name="data",
-        reads=("grad", "param", "mu"),
-        writes=("param", "mu"),
         invalid=(
             ({"learning_rate": -1e-3}, r"gdtx\.signum_vote: `learning_rate` must be >= 0"),
             ({"beta": 1.0}, r"gdtx\.signum_vote: `beta` must be in \[0, 1\), got 1\.0"),

@@ -29,8 +29,6 @@ CASES = (
         static_args=("weight_decay_mode",),
         dtype_knobs={"mu_dtype": ("mu",), "nu_dtype": ("nu",)},
         supports_complex=True,
-        reads=("grad", "param", "mu", "nu"),
-        writes=("param", "mu", "nu"),
         invalid=(
             ({"learning_rate": -1e-3}, r"gdtx\.msvag: `learning_rate` must be >= 0, got -0\.001"),
             ({"beta": 1.0}, r"gdtx\.msvag: `beta` must be in \[0, 1\), got 1\.0"),
@@ -56,8 +54,6 @@ CASES = (
         required_extra_args=frozenset({"grad_variance"}),
         extra_args=_svag_extra_args,
         supports_complex=True,
-        reads=("grad", "grad_variance", "param"),
-        writes=("param",),
         invalid=(
             ({"learning_rate": -1.0}, r"gdtx\.svag: `learning_rate` must be >= 0"),
             *_WD_INVALID,
@@ -71,8 +67,6 @@ CASES = (
         rosenbrock_kwargs={"learning_rate": optax.cosine_decay_schedule(1e-2, 10_000, alpha=1e-3)},
         static_args=("weight_decay_mode",),
         dtype_knobs={"mu_dtype": ("mu",)},
-        reads=("grad", "param", "mu"),
-        writes=("param", "mu"),
         invalid=(
             ({"beta": -0.5}, r"gdtx\.m_ssd: `beta` must be in \[0, 1\), got -0\.5"),
             ({"mu_dtype": "int8"}, r"`mu_dtype` must be None or a floating-point dtype"),

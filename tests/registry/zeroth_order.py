@@ -43,10 +43,6 @@ _COMMON = {
     "axis_name": _AXIS,
     "owner": _OWNER,
     "supports_complex": True,
-    # A zeroth-order step reads the parameters (2K perturbed copies, N K regenerated
-    # directions) and writes the update; the gradient it receives is not read.
-    "reads": ("param",),
-    "writes": ("param",),
     "rosenbrock_kwargs": None,
     "rosenbrock_skip": (
         "SGD on a zeroth-order estimate: stability needs lr < 2 / (L (1 + (d + 1)/K)) with "

@@ -1,0 +1,97 @@
+"""The measured primitives that declared floors are built from (``benchmarks/rows.py``).
+
+Each is a jitted function of fresh inputs in the layout being measured (the same leaves
+as the steps), timed in the same interleaved rounds as the steps:
+
+- ``loss``: the benchmark's problem ``0.5 * sum(p**2)`` at ``p`` (reads p);
+- ``grad``: its gradient (reads p, writes g);
+- ``hvp``: its Hessian-vector product by forward over reverse, as
+  ``gdtx.frank_wolfe.hessian_vector_product`` builds it (reads p and t, writes 1);
+- ``uniform`` / ``normal``: one float32 draw per coordinate with JAX's default PRNG,
+  one ``fold_in`` key per leaf (writes 1);
+- ``window<m>``: M-FAC's two window products with an ``m``-row window ``G``: the Gram row
+  ``c = G g`` over all leaves, then ``c^T G`` (reads G twice and g, writes 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import candidates as cd
+
+
+def _keyed(draw: Callable, shapes) -> Callable:
+    def fn(key):
+        out = [draw(jax.random.fold_in(key, i), s) for i, s in enumerate(shapes)]
+        return out[0] if len(out) == 1 else out
+
+    return fn
+
+
+def _window_products(window: Any, g: Any) -> Any:
+    gram_row = sum(
+        jnp.tensordot(w, x, axes=x.ndim)
+        for w, x in zip(jax.tree.leaves(window), jax.tree.leaves(g), strict=True)
+    )
+    return jax.tree.map(lambda w: jnp.tensordot(gram_row, w, axes=1), window)
+
+
+def _window_inputs(shapes, m: int) -> tuple:
+    g = cd.make_tree(shapes, 1.0)
+    offsets = jnp.arange(m, dtype=jnp.float32) * 0.01
+    stacked = jax.tree.map(lambda x: offsets.reshape((m,) + (1,) * x.ndim) + x[None], g)
+    return stacked, g
+
+
+def _spec(name: str, shapes) -> tuple[int, int, Callable, Callable]:
+    """``(reads, writes, fn, inputs() -> args)`` of primitive ``name`` on ``shapes``."""
+
+    def params():
+        return (cd.make_tree(shapes, 0.0),)
+
+    if name == "loss":
+        return 1, 0, cd.quadratic, params
+    if name == "grad":
+        return 1, 1, jax.grad(cd.quadratic), params
+    if name == "hvp":
+
+        def hvp(p, t):
+            return jax.jvp(jax.grad(cd.quadratic), (p,), (t,))[1]
+
+        return 2, 1, hvp, lambda: (cd.make_tree(shapes, 0.0), cd.make_tree(shapes, 1.0))
+    if name in ("uniform", "normal"):
+        draw = jax.random.uniform if name == "uniform" else jax.random.normal
+        return 0, 1, _keyed(draw, shapes), lambda: (jax.random.PRNGKey(0),)
+    if name.startswith("window"):
+        m = int(name.removeprefix("window"))
+        return 2 * m + 1, 1, _window_products, lambda: _window_inputs(shapes, m)
+    raise ValueError(f"benchmarks.primitives: unknown primitive {name!r}")
+
+
+def traffic(name: str) -> tuple[int, int]:
+    """``(reads, writes)`` in float32 arrays of the parameters' size."""
+    return _spec(name, [(1,)])[:2]
+
+
+def primitive_candidates(names: Iterable[str]) -> list[cd.Candidate]:
+    """One candidate per primitive name (``loss``, ``grad``, ..., ``window8``)."""
+
+    def candidate(name):
+        def build(shapes):
+            _, _, fn, inputs = _spec(name, shapes)
+            make = jax.jit(inputs)
+            compiled = jax.jit(fn).lower(*make()).compile()
+            return cd.Built(make, lambda args: compiled(*args), {})
+
+        return cd.Candidate(f"primitive: {name}", "primitive", *traffic(name), build)
+
+    return [candidate(name) for name in sorted(set(names))]
+
+
+def used_by(floors: Iterable[Any]) -> set[str]:
+    """The primitive names a set of floors uses."""
+    return {name for f in floors for name, _ in f.uses}
