@@ -30,14 +30,8 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import pathlib
 import statistics
-import sys
 import time
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def _compressors(gdtx, n):
