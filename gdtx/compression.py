@@ -993,6 +993,17 @@ class ErrorFeedbackState(NamedTuple):
     per_device_fields = ("error",)
 
 
+def _add_residual(g: jax.Array, e: jax.Array) -> jax.Array:
+    """``p = g + e`` in the compute dtype of both."""
+    cdt = dtypes.compute_dtype(g, e)
+    return g.astype(cdt) + e.astype(cdt)
+
+
+def _unsent(p: jax.Array, c: jax.Array, e: jax.Array) -> jax.Array:
+    """The next residual ``p - C(p)``, in the residual's dtype."""
+    return (p - c.astype(p.dtype)).astype(e.dtype)
+
+
 def error_feedback(
     compressor: Compressor,
     *,
@@ -1092,21 +1103,12 @@ def error_feedback(
         if axis_name is not None:
             bound_axis_size(owner, axis_name)
             check_per_device(owner, updates, axis_name)
-
-        def add(g, e):
-            cdt = dtypes.compute_dtype(g, e)
-            return g.astype(cdt) + e.astype(cdt)
-
-        corrected = jax.tree.map(add, updates, error)
+        corrected = jax.tree.map(_add_residual, updates, error)
         carry, key = _next_keys(state.key, axis_name)
         payload = compressor.compress(_rounding_key(key, key_impl), corrected)
         # In the compute dtype, and sharded like the gradient on an Explicit mesh.
         sent = jax.tree.map(sharded_like, compressor.decompress(payload), corrected)
-
-        def residual(p, c, e):
-            return (p - c.astype(p.dtype)).astype(e.dtype)
-
-        new_error = jax.tree.map(residual, corrected, sent, error)
+        new_error = jax.tree.map(_unsent, corrected, sent, error)
         if axis_name is None:
             out = jax.tree.map(lambda c, g: c.astype(g.dtype), sent, updates)
         else:

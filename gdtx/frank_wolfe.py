@@ -504,6 +504,30 @@ def deterministic_frank_wolfe(
     return validation.checking_params(extra_args.declare(tx, []), owner, allow_complex=False)
 
 
+def _gradient_change(correction, fn, key, x, prev, g, dtype):
+    """1-SFW's correction, an unbiased estimate of ``∇f(x_t; z_t) - ∇f(x_{t-1}; z_t)``.
+
+    ``"hvp"``: ``∇²f(x_a; z_t) (x_t - x_{t-1})`` at ``x_a`` drawn uniformly on the
+    segment (``fn`` is ``hvp_fn``); ``"difference"``: the two gradients (``fn``
+    is ``grad_fn``, ``g`` the current one).
+    """
+    if correction == "hvp":
+        a = jax.random.uniform(key, (), dtype)
+        x_a = jax.tree.map(lambda u, v: v + a * (u - v), x, prev)
+        return fn(x_a, jax.tree.map(jnp.subtract, x, prev))
+    return jax.tree.map(jnp.subtract, g, fn(prev))
+
+
+def _momentum_estimate(mu, delta, g, rho, first, dtype):
+    """``d_t = (1 - ρ) (d_{t-1} + delta) + ρ g`` per leaf, and ``d_1 = g`` at the first step."""
+
+    def estimate(m, dl, gg):
+        d = (1 - rho) * (m.astype(dtype) + dl.astype(dtype)) + rho * gg
+        return jnp.where(first, gg, d)
+
+    return jax.tree.map(estimate, mu, delta, g)
+
+
 class OneSampleFrankWolfeState(NamedTuple):
     """State of :func:`one_sample_frank_wolfe`.
 
@@ -638,20 +662,9 @@ def one_sample_frank_wolfe(
         prev = jax.tree.map(lambda p: p.astype(dtype), state.prev_params)
         g = jax.tree.map(lambda u: u.astype(dtype), updates)
         key, sub = jax.random.split(state.key)
-        if correction == "hvp":
-            a = jax.random.uniform(sub, (), dtype)
-            x_a = jax.tree.map(lambda u, v: v + a * (u - v), x, prev)
-            delta = fn(x_a, jax.tree.map(jnp.subtract, x, prev))
-        else:
-            delta = jax.tree.map(jnp.subtract, g, fn(prev))
+        delta = _gradient_change(correction, fn, sub, x, prev, g, dtype)
         rho = _evaluate(momentum, lambda k: 1.0 / (k + 1.0), state.count, dtype)
-        first = state.count == 0
-
-        def estimate(m, dl, gg):
-            d = (1 - rho) * (m.astype(dtype) + dl.astype(dtype)) + rho * gg
-            return jnp.where(first, gg, d)
-
-        d = jax.tree.map(estimate, state.mu, delta, g)
+        d = _momentum_estimate(state.mu, delta, g, rho, state.count == 0, dtype)
         eta = _evaluate(step_size, lambda k: 1.0 / (k + 2.0), state.count, dtype)
         new_updates = _move(lmo, d, x, eta, updates)
         new_state = OneSampleFrankWolfeState(

@@ -430,6 +430,32 @@ def cgd(
     )
 
 
+def _rmsprop_rates(gx, gy, nu, count, new_count, learning_rate, max_lr, b2, eps):
+    """ACGD's per-coordinate rates ``L = sqrt(1 - b2^t) lr / (sqrt(v) + eps)`` and the new ``v``.
+
+    ``count`` is the 0-based step (it evaluates the schedules), ``new_count = t``
+    the bias correction's exponent; ``v`` comes back in the compute dtype.
+    """
+    dtype = dtypes.compute_dtype(*jax.tree.leaves(gx), *jax.tree.leaves(gy))
+    beta = jnp.asarray(b2, dtype)
+    nu = jax.tree.map(
+        lambda v, g: beta * v.astype(dtype) + (1 - beta) * g * g,
+        nu,
+        {"x": gx, "y": gy},
+    )
+    scale = jnp.sqrt(1 - beta ** new_count.astype(dtype))
+    eps_ = jnp.asarray(eps, dtype)
+
+    def rate(lr, v):
+        return scale * _rate(lr, count, dtype) / (jnp.sqrt(v) + eps_)
+
+    return (
+        jax.tree.map(lambda v: rate(learning_rate, v), nu["x"]),
+        jax.tree.map(lambda v: rate(max_lr, v), nu["y"]),
+        nu,
+    )
+
+
 class ACGDState(NamedTuple):
     """State of :func:`acgd`.
 
@@ -551,24 +577,10 @@ def acgd(
         holder = {}
 
         def rates(gx, gy):
-            dtype = dtypes.compute_dtype(*jax.tree.leaves(gx), *jax.tree.leaves(gy))
-            beta = jnp.asarray(b2, dtype)
-            nu = jax.tree.map(
-                lambda v, g: beta * v.astype(dtype) + (1 - beta) * g * g,
-                state.nu,
-                {"x": gx, "y": gy},
+            lx, ly, holder["nu"] = _rmsprop_rates(
+                gx, gy, state.nu, state.count, count, learning_rate, max_lr, b2, eps
             )
-            holder["nu"] = nu
-            scale = jnp.sqrt(1 - beta ** count.astype(dtype))
-            eps_ = jnp.asarray(eps, dtype)
-
-            def rate(lr, v):
-                return scale * _rate(lr, state.count, dtype) / (jnp.sqrt(v) + eps_)
-
-            return (
-                jax.tree.map(lambda v: rate(learning_rate, v), nu["x"]),
-                jax.tree.map(lambda v: rate(max_lr, v), nu["y"]),
-            )
+            return lx, ly
 
         new, warm, iters = _competitive_step(
             grads=updates,

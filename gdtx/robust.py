@@ -178,9 +178,49 @@ def _bound_honest_majority(owner, axis_name, f):
     return n
 
 
-def _check_tau(tau):
-    validation.check_positive(_OWNER, "tau", tau)
-    validation.check_scalar(_OWNER, "tau", tau)
+def _rule_options(owner, then, num_selected, squared, tau, iterations, *, scalar_tau):
+    """Validates the options of the rules (``then`` is checked by the caller); returns them.
+
+    ``scalar_tau``: :func:`robust_mean` also refuses a non-scalar ``tau``.
+    """
+    if num_selected is not None:
+        num_selected = validation.check_static_integer(owner, "num_selected", num_selected, 1)
+    validation.check_flags(owner, squared=squared)
+    validation.check_positive(owner, "tau", tau)
+    if scalar_tau:
+        validation.check_scalar(owner, "tau", tau)
+    iterations = validation.check_static_integer(owner, "iterations", iterations, 1)
+    return {
+        "then": then,
+        "num_selected": num_selected,
+        "squared": bool(squared),
+        "tau": tau,
+        "iterations": iterations,
+    }
+
+
+def _gather_stacks(owner, axis_name, leaves, n):
+    """Every device's leaves, all-gathered (declared as exchanges) in the compute dtype."""
+    stacks = []
+    for g in leaves:
+        record_exchange(owner, axis_name, "all-gather", g.dtype, g.size * g.dtype.itemsize, n)
+        gathered = all_gather_replicated(unsharded(g), axis_name)
+        stacks.append(gathered.astype(dtypes.compute_dtype(g)))
+    return stacks
+
+
+def _previous_aggregate(prev, stacks):
+    """The carried last aggregate (centered clipping's ``v_0``), one leaf per stack."""
+    return [
+        unsharded(p).astype(s.dtype) for p, s in zip(jax.tree.leaves(prev), stacks, strict=True)
+    ]
+
+
+def _carried_aggregate(out, treedef, prev):
+    """This step's aggregate as the next ``prev``: its dtypes and sharding."""
+    return jax.tree.map(
+        lambda o, p: sharded_like(o.astype(p.dtype), p), jax.tree.unflatten(treedef, out), prev
+    )
 
 
 def robust_mean(
@@ -319,18 +359,7 @@ def robust_mean(
     validation.check_choice(owner, "then", then, _SECOND_RULES)
     f = validation.check_static_integer(owner, "num_byzantine", num_byzantine, 0)
     check_axis_name(owner, axis_name)
-    if num_selected is not None:
-        num_selected = validation.check_static_integer(owner, "num_selected", num_selected, 1)
-    validation.check_flags(owner, squared=squared)
-    _check_tau(tau)
-    iterations = validation.check_static_integer(owner, "iterations", iterations, 1)
-    options = {
-        "then": then,
-        "num_selected": num_selected,
-        "squared": bool(squared),
-        "tau": tau,
-        "iterations": iterations,
-    }
+    options = _rule_options(owner, then, num_selected, squared, tau, iterations, scalar_tau=True)
     uses_prev = "centered_clipping" in (rule, then if rule == "nnm" else None)
 
     def init_fn(params):
@@ -346,28 +375,11 @@ def robust_mean(
         count = optax.safe_increment(state.count)
         if not leaves:
             return updates, RobustMeanState(count=count, prev=state.prev)
-        stacks = []
-        for g in leaves:
-            record_exchange(owner, axis_name, "all-gather", g.dtype, g.size * g.dtype.itemsize, n)
-            gathered = all_gather_replicated(unsharded(g), axis_name)
-            stacks.append(gathered.astype(dtypes.compute_dtype(g)))
-        if uses_prev:
-            prev = [
-                unsharded(p).astype(s.dtype)
-                for p, s in zip(jax.tree.leaves(state.prev), stacks, strict=True)
-            ]
-        else:
-            prev = None
+        stacks = _gather_stacks(owner, axis_name, leaves, n)
+        prev = _previous_aggregate(state.prev, stacks) if uses_prev else None
         out = _APPLY[rule](stacks, f, options, prev)
         new = [sharded_like(o.astype(g.dtype), g) for o, g in zip(out, leaves, strict=True)]
-        if uses_prev:
-            new_prev = jax.tree.map(
-                lambda o, p: sharded_like(o.astype(p.dtype), p),
-                jax.tree.unflatten(treedef, out),
-                state.prev,
-            )
-        else:
-            new_prev = None
+        new_prev = _carried_aggregate(out, treedef, state.prev) if uses_prev else None
         return jax.tree.unflatten(treedef, new), RobustMeanState(count=count, prev=new_prev)
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -410,6 +422,35 @@ def _nna(xs, f, own):
     d = jnp.where(jnp.isfinite(d), d, jnp.inf)
     nearest = jnp.argsort(d, stable=True)[: n - f]
     return [jnp.mean(x[nearest], axis=0) for x in xs]
+
+
+def _monna_needs_params(owner: str) -> ValueError:
+    return ValueError(
+        f"{owner}: `update` needs `params` (each device's own model theta_i); "
+        "call tx.update(grads, state, params)."
+    )
+
+
+def _half_step(owner, axis_name, n, beta, delta, lr, g, p, m):
+    """One leaf of MoNNA's local step: the new momentum and the all-gathered half-step models.
+
+    ``m_i = beta m_i + (1 - delta) g_i`` and ``x_i = theta_i - lr m_i`` in the
+    parameter's compute dtype; the momentum goes back per device in its dtype.
+    """
+    ct = dtypes.compute_dtype(p)
+    mu_i = beta * m[0].astype(ct) + (1.0 - delta) * g.astype(ct)
+    new_mu = _as_per_device_leaf(mu_i.astype(m.dtype), axis_name, init=False)
+    x = p.astype(ct) - lr * mu_i
+    record_exchange(owner, axis_name, "all-gather", x.dtype, x.size * x.dtype.itemsize, n)
+    return new_mu, all_gather_replicated(x, axis_name)
+
+
+def _mix_models(rule, stacks, f, own, options):
+    """Device ``own``'s new model: NNA of the half-step models, or a robust_mean rule of them."""
+    if rule == "nna":
+        return _nna(stacks, f, own)
+    prev = [_row(s, own)[0] for s in stacks]  # CC's v_0: the own half-step model
+    return _APPLY[rule](stacks, f, options, prev)
 
 
 def monna(
@@ -521,19 +562,8 @@ def monna(
     validation.check_choice(owner, "then", then, _SECOND_RULES)
     f = validation.check_static_integer(owner, "num_byzantine", num_byzantine, 0)
     check_axis_name(owner, axis_name)
-    if num_selected is not None:
-        num_selected = validation.check_static_integer(owner, "num_selected", num_selected, 1)
-    validation.check_flags(owner, squared=squared)
-    validation.check_positive(owner, "tau", tau)
-    iterations = validation.check_static_integer(owner, "iterations", iterations, 1)
+    options = _rule_options(owner, then, num_selected, squared, tau, iterations, scalar_tau=False)
     delta = beta if dampening is None else dampening
-    options = {
-        "then": then,
-        "num_selected": num_selected,
-        "squared": bool(squared),
-        "tau": tau,
-        "iterations": iterations,
-    }
 
     def init_fn(params):
         mu = dtypes.zeros_like_params(params, None)
@@ -543,10 +573,7 @@ def monna(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         if params is None:
-            raise ValueError(
-                f"{owner}: `update` needs `params` (each device's own model theta_i); "
-                "call tx.update(grads, state, params)."
-            )
+            raise _monna_needs_params(owner)
         validation.check_like_params(owner, updates, params)
         n = _bound_honest_majority(owner, axis_name, f)
         check_per_device(owner, updates, axis_name)
@@ -559,18 +586,10 @@ def monna(
             return updates, MonnaState(count=count, mu=state.mu)
         new_mu, stacks = [], []
         for g, p, m in zip(g_leaves, p_leaves, m_leaves, strict=True):
-            ct = dtypes.compute_dtype(p)
-            mu_i = beta * m[0].astype(ct) + (1.0 - delta) * g.astype(ct)
-            new_mu.append(_as_per_device_leaf(mu_i.astype(m.dtype), axis_name, init=False))
-            x = p.astype(ct) - lr * mu_i
-            record_exchange(owner, axis_name, "all-gather", x.dtype, x.size * x.dtype.itemsize, n)
-            stacks.append(all_gather_replicated(x, axis_name))
-        own = axis_index(axis_name)
-        if rule == "nna":
-            mixed = _nna(stacks, f, own)
-        else:
-            prev = [_row(s, own)[0] for s in stacks]  # CC's v_0: the own half-step model
-            mixed = _APPLY[rule](stacks, f, options, prev)
+            mu_i, stack = _half_step(owner, axis_name, n, beta, delta, lr, g, p, m)
+            new_mu.append(mu_i)
+            stacks.append(stack)
+        mixed = _mix_models(rule, stacks, f, axis_index(axis_name), options)
         out = [
             (mx - p.astype(mx.dtype)).astype(p.dtype) for mx, p in zip(mixed, p_leaves, strict=True)
         ]

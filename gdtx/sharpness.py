@@ -34,6 +34,7 @@ Flax users build ``value_fn`` / ``grad_fn`` for an NNX model with
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -328,6 +329,72 @@ def salr_multiplier(
     return multiplier
 
 
+def _initial_salr_state(inner, params, history_length: int) -> SALRState:
+    """:func:`salr`'s state before the first step: multiplier 1, an empty history."""
+    return SALRState(
+        count=jnp.zeros([], jnp.int32),
+        multiplier=jnp.ones([], jnp.float32),
+        sharpness=jnp.zeros([], jnp.float32),
+        history=jnp.zeros([history_length], jnp.float32),
+        history_count=jnp.zeros([], jnp.int32),
+        inner_state=inner.init(params),
+    )
+
+
+def _check_salr_options(
+    owner, ascent_steps, descent_steps, step_size, every, history, max_multiplier, dead_band
+) -> int:
+    """Validates :func:`salr`'s numeric options; returns the static window length."""
+    validation.check_integer(owner, "ascent_steps", ascent_steps, 0)
+    validation.check_integer(owner, "descent_steps", descent_steps, 0)
+    validation.check_positive(owner, "step_size", step_size)
+    validation.check_integer(owner, "every", every, 1)
+    history_length = validation.check_static_integer(owner, "history", history, 1)
+    validation.check_positive(owner, "max_multiplier", max_multiplier, optional=True)
+    validation.check_interval(owner, "dead_band", dead_band, 0, 50, high_open=True, optional=True)
+    return history_length
+
+
+def _record(s, history_values, history_count, history_length):
+    """Writes a finite estimate ``s`` into the ring buffer (a non-finite one is dropped).
+
+    Returns the buffer, the saturating count of recorded estimates and how many
+    leading slots are valid (at least 1, so the median is defined even before a
+    finite estimate was recorded).
+    """
+    finite = jnp.isfinite(s)
+    slot = jnp.mod(history_count, history_length)
+    recorded = jnp.where(finite, s, history_values[slot])
+    history_values = history_values.at[slot].set(recorded)
+    history_count = jnp.where(finite, optax.safe_increment(history_count), history_count)
+    num_valid = jnp.maximum(jnp.minimum(history_count, history_length), 1)
+    return history_values, history_count, num_valid
+
+
+def _estimate_and_record(value_fn, params, walk, history_length, bounds, carry):
+    """The branch of a step that measures: ``(multiplier, S, history, history_count)``."""
+    history_values, history_count = carry
+    s = sharpness_estimate(value_fn, params, **walk).astype(jnp.float32)
+    history_values, history_count, num_valid = _record(
+        s, history_values, history_count, history_length
+    )
+    multiplier = salr_multiplier(s, history_values, num_valid, **bounds)
+    return multiplier, s, history_values, history_count
+
+
+def _scale_leaf(multiplier: jax.Array, u: jax.Array) -> jax.Array:
+    """``multiplier * u`` in the compute dtype, back in ``u``'s dtype."""
+    cdt = dtypes.compute_dtype(u, multiplier)
+    return (multiplier.astype(cdt) * u.astype(cdt)).astype(u.dtype)
+
+
+def _inner_only(inner, updates, state, params, extra):
+    """An empty subtree: only the inner transformation runs and the count advances."""
+    inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
+    new_state = state._replace(count=optax.safe_increment(state.count), inner_state=inner_state)
+    return inner_updates, new_state
+
+
 def salr(
     inner: optax.GradientTransformation,
     *,
@@ -437,26 +504,22 @@ def salr(
     """
     owner = "gdtx.salr"
     inner = _check_inner(owner, inner)
-    validation.check_integer(owner, "ascent_steps", ascent_steps, 0)
-    validation.check_integer(owner, "descent_steps", descent_steps, 0)
-    validation.check_positive(owner, "step_size", step_size)
-    validation.check_integer(owner, "every", every, 1)
-    history_length = validation.check_static_integer(owner, "history", history, 1)
-    validation.check_positive(owner, "max_multiplier", max_multiplier, optional=True)
-    validation.check_interval(owner, "dead_band", dead_band, 0, 50, high_open=True, optional=True)
+    history_length = _check_salr_options(
+        owner, ascent_steps, descent_steps, step_size, every, history, max_multiplier, dead_band
+    )
     per_example = _check_flag(owner, "per_example", per_example)
     fn_name = "per_example_value_fn" if per_example else "value_fn"
+    walk = {
+        "ascent_steps": ascent_steps,
+        "descent_steps": descent_steps,
+        "step_size": step_size,
+        "per_example": per_example,
+    }
+    bounds = {"max_multiplier": max_multiplier, "dead_band": dead_band}
 
     def init_fn(params):
         validation.check_params(owner, params, allow_complex=True)
-        return SALRState(
-            count=jnp.zeros([], jnp.int32),
-            multiplier=jnp.ones([], jnp.float32),
-            sharpness=jnp.zeros([], jnp.float32),
-            history=jnp.zeros([history_length], jnp.float32),
-            history_count=jnp.zeros([], jnp.int32),
-            inner_state=inner.init(params),
-        )
+        return _initial_salr_state(inner, params, history_length)
 
     def update_fn(updates, state, params=None, **extra):
         (value_fn,) = extra_args.get_required(owner, extra, [fn_name])
@@ -466,37 +529,11 @@ def salr(
         if not jax.tree.leaves(params):
             # An empty subtree (optax.masked with an all-False mask, an unused
             # optax.multi_transform label): nothing to measure, value_fn unused.
-            inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
-            new_state = state._replace(
-                count=optax.safe_increment(state.count), inner_state=inner_state
-            )
-            return inner_updates, new_state
+            return _inner_only(inner, updates, state, params, extra)
         _check_not_partially_masked(owner, fn_name, params)
-
-        def estimate(carry):
-            history_values, history_count = carry
-            s = sharpness_estimate(
-                value_fn,
-                params,
-                ascent_steps=ascent_steps,
-                descent_steps=descent_steps,
-                step_size=step_size,
-                per_example=per_example,
-            ).astype(jnp.float32)
-            finite = jnp.isfinite(s)
-            slot = jnp.mod(history_count, history_length)
-            recorded = jnp.where(finite, s, history_values[slot])
-            history_values = history_values.at[slot].set(recorded)
-            history_count = jnp.where(finite, optax.safe_increment(history_count), history_count)
-            num_valid = jnp.maximum(jnp.minimum(history_count, history_length), 1)
-            multiplier = salr_multiplier(
-                s,
-                history_values,
-                num_valid,
-                max_multiplier=max_multiplier,
-                dead_band=dead_band,
-            )
-            return multiplier, s, history_values, history_count
+        estimate = functools.partial(
+            _estimate_and_record, value_fn, params, walk, history_length, bounds
+        )
 
         def keep(carry):
             return (state.multiplier, state.sharpness) + carry
@@ -506,11 +543,6 @@ def salr(
             due, estimate, keep, (state.history, state.history_count)
         )
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
-
-        def scale(u):
-            cdt = dtypes.compute_dtype(u, multiplier)
-            return (multiplier.astype(cdt) * u.astype(cdt)).astype(u.dtype)
-
         new_state = SALRState(
             count=optax.safe_increment(state.count),
             multiplier=multiplier,
@@ -519,7 +551,7 @@ def salr(
             history_count=history_count,
             inner_state=inner_state,
         )
-        return jax.tree.map(scale, inner_updates), new_state
+        return jax.tree.map(lambda u: _scale_leaf(multiplier, u), inner_updates), new_state
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     return extra_args.declare(tx, {fn_name} | extra_args.required_extra_args(inner))
@@ -637,9 +669,7 @@ def sam(
         if not jax.tree.leaves(params):
             # An empty subtree (optax.masked with an all-False mask, an unused
             # optax.multi_transform label): no perturbation, grad_fn unused.
-            inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
-            new_state = SAMState(count=optax.safe_increment(state.count), inner_state=inner_state)
-            return inner_updates, new_state
+            return _inner_only(inner, updates, state, params, extra)
         _check_not_partially_masked(owner, "grad_fn", params)
 
         def leaf_scale(g, w):

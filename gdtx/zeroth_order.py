@@ -194,6 +194,99 @@ def _shifted(params: Any, z: Any, step: Any) -> Any:
     return jax.tree.map(shift, params, z)
 
 
+# --- one step's pieces ---------------------------------------------------------------------------
+
+
+def _check_spsa_options(owner, epsilon, num_samples, axis_name, seed, wire) -> int:
+    """Validates :func:`shared_seed_spsa`'s options; returns the static ``num_samples``."""
+    validation.check_positive(owner, "epsilon", epsilon)
+    if not isinstance(epsilon, jax.core.Tracer) and np.ndim(epsilon) != 0:
+        raise ValueError(f"{owner}: `epsilon` must be a scalar, got {epsilon!r}.")
+    num_samples = validation.check_static_integer(owner, "num_samples", num_samples, 1)
+    check_axis_name(owner, axis_name)
+    validation.check_integer(owner, "seed", seed, 0)
+    validation.check_choice(owner, "wire", wire, WIRES)
+    return num_samples
+
+
+def _check_value_fn_and_params(owner, value_fn, params) -> None:
+    if not callable(value_fn):
+        raise TypeError(
+            f"{owner}: the extra argument `value_fn` must be a callable "
+            f"value_fn(params) -> this device's loss, got {value_fn!r}."
+        )
+    if params is None:
+        raise TypeError(
+            f"{owner}: `update` needs `params` (the loss is evaluated around them): "
+            "call update(updates, state, params, value_fn=...)."
+        )
+
+
+def _projections(owner, value_fn, params, device_key, epsilon, num_samples) -> jax.Array:
+    """This device's ``K`` central differences ``p_k`` along ``z_k`` from ``fold_in(key, k)``."""
+
+    def projected(k):
+        z = _direction(jax.random.fold_in(device_key, k), params)
+        plus = value_fn(_shifted(params, z, epsilon))
+        minus = value_fn(_shifted(params, z, -epsilon))
+        diff = jnp.asarray(plus) - jnp.asarray(minus)
+        cdt = dtypes.compute_dtype(diff)
+        return diff.astype(cdt) / (2 * jnp.asarray(epsilon, cdt))
+
+    p = jax.lax.map(projected, jnp.arange(num_samples))
+    if p.ndim != 1 or jnp.issubdtype(p.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{owner}: `value_fn` must return a real scalar loss, got shape "
+            f"{p.shape[1:]} and dtype {p.dtype}."
+        )
+    return p
+
+
+def _all_gather_codes(owner, axis_name, codes, num_samples, num_devices) -> jax.Array:
+    """Every device's ``K`` codes, ``(N, K)`` and replicated, declared as an all-gather."""
+    # bfloat16 travels as its bits: XLA on CPU widens a bf16 all-gather to f32.
+    sent = codes
+    if codes.dtype == jnp.bfloat16:
+        sent = jax.lax.bitcast_convert_type(codes, jnp.uint16)
+    record_exchange(
+        owner,
+        axis_name,
+        "all-gather",
+        sent.dtype,
+        num_samples * sent.dtype.itemsize,
+        num_devices,
+    )
+    if num_devices == 1:
+        gathered = sent[None]  # nothing to exchange: keep the replicated type
+    else:
+        gathered = all_gather_replicated(sent, axis_name)  # (N, K), replicated
+    if codes.dtype == jnp.bfloat16:
+        gathered = jax.lax.bitcast_convert_type(gathered, jnp.bfloat16)
+    return gathered
+
+
+def _regenerated_mean(p_hat, step_key, params) -> Any:
+    """``(1/(N K)) sum_{j,k} p_hat[j, k] z_{t,j,k}``, each ``z`` regenerated from its key.
+
+    A ``fori_loop`` over the ``N K`` pairs holds one direction at a time, never
+    ``N K`` copies of the model.
+    """
+    num_devices, num_samples = p_hat.shape
+    leaves, treedef = jax.tree.flatten(params)
+    acc0 = [sharded_like(jnp.zeros(np.shape(x), dtypes.compute_dtype(x)), x) for x in leaves]
+
+    def regenerate(m, acc):
+        j, k = m // num_samples, m % num_samples
+        key = jax.random.fold_in(jax.random.fold_in(step_key, j), k)
+        z = jax.tree.leaves(_direction(key, jax.tree.unflatten(treedef, leaves)))
+        weight = p_hat[j, k]
+        return [a + weight.astype(a.dtype) * d for a, d in zip(acc, z, strict=True)]
+
+    total = num_devices * num_samples
+    acc = jax.lax.fori_loop(0, total, regenerate, acc0)
+    return jax.tree.unflatten(treedef, [a / total for a in acc])
+
+
 class SharedSeedSPSAState(NamedTuple):
     """State of :func:`shared_seed_spsa`, the same on every device.
 
@@ -328,13 +421,7 @@ def shared_seed_spsa(
       Perturbation Gradient Approximation`, IEEE TAC 37(3), 1992 (SPSA).
     """
     owner = _OWNER
-    validation.check_positive(owner, "epsilon", epsilon)
-    if not isinstance(epsilon, jax.core.Tracer) and np.ndim(epsilon) != 0:
-        raise ValueError(f"{owner}: `epsilon` must be a scalar, got {epsilon!r}.")
-    num_samples = validation.check_static_integer(owner, "num_samples", num_samples, 1)
-    check_axis_name(owner, axis_name)
-    validation.check_integer(owner, "seed", seed, 0)
-    validation.check_choice(owner, "wire", wire, WIRES)
+    num_samples = _check_spsa_options(owner, epsilon, num_samples, axis_name, seed, wire)
 
     def init_fn(params):
         del params
@@ -342,16 +429,7 @@ def shared_seed_spsa(
 
     def update_fn(updates, state, params=None, **extra):
         (value_fn,) = extra_args.get_required(owner, extra, ["value_fn"])
-        if not callable(value_fn):
-            raise TypeError(
-                f"{owner}: the extra argument `value_fn` must be a callable "
-                f"value_fn(params) -> this device's loss, got {value_fn!r}."
-            )
-        if params is None:
-            raise TypeError(
-                f"{owner}: `update` needs `params` (the loss is evaluated around them): "
-                "call update(updates, state, params, value_fn=...)."
-            )
+        _check_value_fn_and_params(owner, value_fn, params)
         num_devices = bound_axis_size(owner, axis_name)
         count = optax.safe_increment(state.count)
         if not jax.tree.leaves(params):  # nothing to perturb (an empty or masked-out tree)
@@ -361,56 +439,12 @@ def shared_seed_spsa(
         index = 0 if num_devices == 1 else axis_index(axis_name)
         step_key = jax.random.fold_in(state.key, state.count)
         device_key = jax.random.fold_in(step_key, index)
-
-        def projected(k):
-            z = _direction(jax.random.fold_in(device_key, k), params)
-            plus = value_fn(_shifted(params, z, epsilon))
-            minus = value_fn(_shifted(params, z, -epsilon))
-            diff = jnp.asarray(plus) - jnp.asarray(minus)
-            cdt = dtypes.compute_dtype(diff)
-            return diff.astype(cdt) / (2 * jnp.asarray(epsilon, cdt))
-
-        p = jax.lax.map(projected, jnp.arange(num_samples))  # (K,)
-        if p.ndim != 1 or jnp.issubdtype(p.dtype, jnp.complexfloating):
-            raise TypeError(
-                f"{owner}: `value_fn` must return a real scalar loss, got shape "
-                f"{p.shape[1:]} and dtype {p.dtype}."
-            )
+        p = _projections(owner, value_fn, params, device_key, epsilon, num_samples)  # (K,)
         rounding_key = jax.random.fold_in(device_key, num_samples)  # no direction uses it
         codes = _encode(p, wire, rounding_key if wire == "log8_stochastic" else None)
-        # bfloat16 travels as its bits: XLA on CPU widens a bf16 all-gather to f32.
-        sent = codes
-        if codes.dtype == jnp.bfloat16:
-            sent = jax.lax.bitcast_convert_type(codes, jnp.uint16)
-        record_exchange(
-            owner,
-            axis_name,
-            "all-gather",
-            sent.dtype,
-            num_samples * sent.dtype.itemsize,
-            num_devices,
-        )
-        if num_devices == 1:
-            gathered = sent[None]  # nothing to exchange: keep the replicated type
-        else:
-            gathered = all_gather_replicated(sent, axis_name)  # (N, K), replicated
-        if codes.dtype == jnp.bfloat16:
-            gathered = jax.lax.bitcast_convert_type(gathered, jnp.bfloat16)
+        gathered = _all_gather_codes(owner, axis_name, codes, num_samples, num_devices)
         p_hat = _decode(gathered.reshape(num_devices, num_samples), wire, p.dtype)
-
-        leaves, treedef = jax.tree.flatten(params)
-        acc0 = [sharded_like(jnp.zeros(np.shape(x), dtypes.compute_dtype(x)), x) for x in leaves]
-
-        def regenerate(m, acc):
-            j, k = m // num_samples, m % num_samples
-            key = jax.random.fold_in(jax.random.fold_in(step_key, j), k)
-            z = jax.tree.leaves(_direction(key, jax.tree.unflatten(treedef, leaves)))
-            weight = p_hat[j, k]
-            return [a + weight.astype(a.dtype) * d for a, d in zip(acc, z, strict=True)]
-
-        total = num_devices * num_samples
-        acc = jax.lax.fori_loop(0, total, regenerate, acc0)
-        direction = jax.tree.unflatten(treedef, [a / total for a in acc])
+        direction = _regenerated_mean(p_hat, step_key, params)
         out = jax.tree.map(lambda d, u: sharded_like(d.astype(u.dtype), u), direction, updates)
         return out, SharedSeedSPSAState(count=count, key=state.key)
 
