@@ -104,7 +104,8 @@ def own_floor(c: cd.Candidate, times: dict, n: int, bandwidth: float) -> np.ndar
 def _row(c: cd.Candidate, ts: np.ndarray, base: np.ndarray, n: int, bandwidth: float, times):
     med = float(np.median(ts))
     floor_s = (c.reads + c.writes) * ITEMSIZE * n / bandwidth if bandwidth else float("nan")
-    own = own_floor(c, times, n, bandwidth)
+    # A floor kernel's or a primitive's own floor would only repeat its generic one.
+    own = None if c.family in ("floor", "primitive") else own_floor(c, times, n, bandwidth)
     return {
         "name": c.name,
         "family": c.family,

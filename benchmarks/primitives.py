@@ -9,6 +9,8 @@ as the steps), timed in the same interleaved rounds as the steps:
   ``gdtx.frank_wolfe.hessian_vector_product`` builds it (reads p and t, writes 1);
 - ``uniform`` / ``normal``: one float32 draw per coordinate with JAX's default PRNG,
   one ``fold_in`` key per leaf (writes 1);
+
+inputs shaped like the output are donated (see ``_spec``).
 - ``window<m>``: M-FAC's two window products with an ``m``-row window ``G``: the Gram row
   ``c = G g`` over all leaves, then ``c^T G`` (reads G twice and g, writes 1).
 """
@@ -24,10 +26,12 @@ import jax.numpy as jnp
 from benchmarks import candidates as cd
 
 
-def _keyed(draw: Callable, shapes) -> Callable:
-    def fn(key):
-        out = [draw(jax.random.fold_in(key, i), s) for i, s in enumerate(shapes)]
-        return out[0] if len(out) == 1 else out
+def _keyed(draw: Callable) -> Callable:
+    def fn(key, like):
+        # ``like`` gives the shapes and, donated, the output buffers: its values are unused.
+        leaves, treedef = jax.tree.flatten(like)
+        out = [draw(jax.random.fold_in(key, i), x.shape) for i, x in enumerate(leaves)]
+        return jax.tree.unflatten(treedef, out)
 
     return fn
 
@@ -47,28 +51,32 @@ def _window_inputs(shapes, m: int) -> tuple:
     return stacked, g
 
 
-def _spec(name: str, shapes) -> tuple[int, int, Callable, Callable]:
-    """``(reads, writes, fn, inputs() -> args)`` of primitive ``name`` on ``shapes``."""
+def _spec(name: str, shapes) -> tuple[int, int, Callable, Callable, tuple[int, ...]]:
+    """``(reads, writes, fn, inputs() -> args, donated args)`` of ``name`` on ``shapes``.
 
-    def params():
-        return (cd.make_tree(shapes, 0.0),)
+    Inputs shaped like the output are donated, as the steps donate theirs: otherwise the
+    timed call pays for fresh output pages (4x the time of a gradient at N = 1e7).
+    """
+
+    def params(offset=0.0):
+        return cd.make_tree(shapes, offset)
 
     if name == "loss":
-        return 1, 0, cd.quadratic, params
+        return 1, 0, cd.quadratic, lambda: (params(),), ()
     if name == "grad":
-        return 1, 1, jax.grad(cd.quadratic), params
+        return 1, 1, jax.grad(cd.quadratic), lambda: (params(),), (0,)
     if name == "hvp":
 
         def hvp(p, t):
             return jax.jvp(jax.grad(cd.quadratic), (p,), (t,))[1]
 
-        return 2, 1, hvp, lambda: (cd.make_tree(shapes, 0.0), cd.make_tree(shapes, 1.0))
+        return 2, 1, hvp, lambda: (params(), params(1.0)), (0, 1)
     if name in ("uniform", "normal"):
         draw = jax.random.uniform if name == "uniform" else jax.random.normal
-        return 0, 1, _keyed(draw, shapes), lambda: (jax.random.PRNGKey(0),)
+        return 0, 1, _keyed(draw), lambda: (jax.random.PRNGKey(0), params()), (1,)
     if name.startswith("window"):
         m = int(name.removeprefix("window"))
-        return 2 * m + 1, 1, _window_products, lambda: _window_inputs(shapes, m)
+        return 2 * m + 1, 1, _window_products, lambda: _window_inputs(shapes, m), (1,)
     raise ValueError(f"benchmarks.primitives: unknown primitive {name!r}")
 
 
@@ -82,9 +90,10 @@ def primitive_candidates(names: Iterable[str]) -> list[cd.Candidate]:
 
     def candidate(name):
         def build(shapes):
-            _, _, fn, inputs = _spec(name, shapes)
+            _, _, fn, inputs, donate = _spec(name, shapes)
             make = jax.jit(inputs)
-            compiled = jax.jit(fn).lower(*make()).compile()
+            jitted = jax.jit(fn, donate_argnums=donate, keep_unused=True)
+            compiled = jitted.lower(*make()).compile()
             return cd.Built(make, lambda args: compiled(*args), {})
 
         return cd.Candidate(f"primitive: {name}", "primitive", *traffic(name), build)

@@ -186,7 +186,10 @@ ENTRIES: Mapping[str, Entry] = types.MappingProxyType(
                 uses=(("hvp", 1),),
             ),
         ),
-        "cgd_single_player": Entry(*_SGD, _DEGENERATE),
+        # its state is the CG warm start (1 array), as ACGD's
+        "cgd_single_player": Entry(
+            ("grad", "param", "warm_start"), ("param", "warm_start"), _DEGENERATE
+        ),
         "acgd_single_player": Entry(
             ("grad", "param", "nu", "warm_start"), ("param", "nu", "warm_start"), _DEGENERATE
         ),
