@@ -12,7 +12,7 @@ _WIDTHS = [1, 2, 4, 8, 16, 32]
 
 
 def _np_pack(codes: np.ndarray, width: int) -> np.ndarray:
-    """Coordinate ``i`` in bits ``[width * (i % per), ...)`` of word ``i // per``, low bits first."""
+    """Code ``i`` in bits ``[width * (i % per), ...)`` of word ``i // per``, low bits first."""
     per = 32 // width
     words = np.zeros(-(-codes.size * width // 32), np.uint64)
     for i, c in enumerate(codes.astype(np.uint64)):
