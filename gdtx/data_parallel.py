@@ -257,6 +257,18 @@ def data_parallel_step(
       JAX documentation, `Manual parallelism with shard_map
       <https://docs.jax.dev/en/latest/notebooks/shard_map.html>`_.
     """
+    _check_arguments(loss_fn, tx, mesh, axis)
+    builder = _Builder(loss_fn, tx, mesh, axis, has_aux=has_aux, donate=donate)
+
+    def step(params, opt_state, batch, *args):
+        return builder.step(params, opt_state, batch, *args)
+
+    step.lower = builder.lower
+    return DataParallel(builder.init, step, builder.exchanges)
+
+
+def _check_arguments(loss_fn: Any, tx: Any, mesh: Any, axis: Any) -> None:
+    """The argument checks of :func:`data_parallel_step`, each naming the fix."""
     if not callable(loss_fn):
         raise TypeError(f"{_OWNER}: `loss_fn` must be callable, got {loss_fn!r}.")
     if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
@@ -277,21 +289,48 @@ def data_parallel_step(
             f"Build the mesh with it (e.g. jax.make_mesh((jax.device_count(),), ({axis!r},))) "
             f"or pass one of {tuple(mesh.axis_names)} as `axis`."
         )
-    required = required_extra_args(tx)
-    unknown = sorted(required - set(_COMPUTABLE_EXTRA_ARGS))
+    unknown = sorted(required_extra_args(tx) - set(_COMPUTABLE_EXTRA_ARGS))
     if unknown:
         raise ValueError(
             f"{_OWNER}: `tx` requires the extra argument(s) {unknown}, which the builder "
             f"cannot compute (it supplies {list(_COMPUTABLE_EXTRA_ARGS)}). Write the step "
             "with jax.shard_map by hand (docs/guides/data_parallel.md) for this transformation."
         )
-    num_devices = mesh.shape[axis]
-    manual = frozenset({axis})
-    layouts: dict[Any, _Layout] = {}
 
-    def split_loss(p, batch, args):
-        out = loss_fn(p, batch, *args)
-        if has_aux:
+
+def _abstract(x: Any) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
+
+
+def _shapes_key(tree: Any) -> tuple:
+    """A hashable key of a tree's structure, shapes and dtypes (one compilation each)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return (treedef, tuple((np.shape(x), str(jnp.result_type(x))) for x in leaves))
+
+
+class _Builder:
+    """The state behind one :func:`data_parallel_step`: layouts and steps per input shapes.
+
+    A layout (the shardings of the params and state, and the jitted ``init``) is
+    built once per parameter structure; a compiled step once per layout and
+    (state, batch, args) shapes. Each step first traces ``tx.update`` abstractly
+    to learn whether it is a collective over ``axis`` (see the module docstring).
+    """
+
+    def __init__(self, loss_fn, tx, mesh, axis, *, has_aux: bool, donate: bool):
+        self.loss_fn, self.tx, self.mesh, self.axis = loss_fn, tx, mesh, axis
+        self.has_aux, self.donate = has_aux, donate
+        self.required = required_extra_args(tx)
+        self.num_devices = mesh.shape[axis]
+        self.manual = frozenset({axis})
+        self.layouts: dict[Any, _Layout] = {}
+
+    # -- the per-device computation ------------------------------------------------
+
+    def split_loss(self, p, batch, args):
+        """``(loss, aux)`` of ``loss_fn`` (``aux`` is None without ``has_aux``)."""
+        out = self.loss_fn(p, batch, *args)
+        if self.has_aux:
             if not (isinstance(out, tuple) and len(out) == 2):
                 raise TypeError(
                     f"{_OWNER}: with has_aux=True, `loss_fn` must return (loss, aux), "
@@ -300,8 +339,9 @@ def data_parallel_step(
             return out
         return out, None
 
-    def local_step(params, state, batch, args, collective, log, per_device=False):
+    def local_step(self, params, state, batch, args, collective, log, per_device=False):
         """The per-device step inside shard_map: (loss, aux, updates, new state)."""
+        axis = self.axis
 
         def varying(p):
             if per_device:  # this device's own parameters: already varying over `axis`
@@ -309,78 +349,84 @@ def data_parallel_step(
             return jax.lax.pcast(p, axis, to="varying")
 
         def local_loss(p):
-            return split_loss(p, batch, args)
+            return self.split_loss(p, batch, args)
+
+        def local_value(p):
+            return local_loss(p)[0]
 
         (loss, aux), grads = jax.value_and_grad(local_loss, has_aux=True)(varying(params))
         if collective:
-
-            def value_fn(p):
-                return local_loss(p)[0]
+            value = loss
 
             def grad_fn(p):
-                return jax.grad(lambda q: local_loss(q)[0])(varying(p))
+                return jax.grad(local_value)(varying(p))
 
-            value = loss
+            value_fn = local_value
         else:
             grads = jax.lax.pmean(grads, axis)
             for g in jax.tree.leaves(grads):
                 size = g.size * g.dtype.itemsize
-                log.append(Exchange(_OWNER, axis, "all-reduce", g.dtype.name, size, num_devices))
+                log.append(
+                    Exchange(_OWNER, axis, "all-reduce", g.dtype.name, size, self.num_devices)
+                )
+            value = jax.lax.pmean(loss, axis)
 
             def value_fn(p):
-                return jax.lax.pmean(local_loss(varying(p))[0], axis)
+                return jax.lax.pmean(local_value(varying(p)), axis)
 
             def grad_fn(p):
-                return jax.lax.pmean(jax.grad(lambda q: local_loss(q)[0])(varying(p)), axis)
+                return jax.lax.pmean(jax.grad(local_value)(varying(p)), axis)
 
-            value = jax.lax.pmean(loss, axis)
         available = {"value": value, "value_fn": value_fn, "grad_fn": grad_fn}
-        extra = {name: available[name] for name in required}
+        extra = {name: available[name] for name in self.required}
         with recording_exchanges() as recorded:
-            updates, state = tx.update(grads, state, params, **extra)
+            updates, state = self.tx.update(grads, state, params, **extra)
         log.extend(recorded)
         return loss, aux, updates, state
 
-    def check_batch(batch):
+    # -- inputs and layouts ----------------------------------------------------------
+
+    def check_batch(self, batch):
         leaves = jax.tree.flatten_with_path(batch)[0]
         if not leaves:
             raise ValueError(f"{_OWNER}: `batch` has no arrays; pass the global batch.")
+        n, axis = self.num_devices, self.axis
         for path, leaf in leaves:
             shape = np.shape(leaf)
-            if not shape or shape[0] % num_devices:
+            if not shape or shape[0] % n:
                 raise ValueError(
                     f"{_OWNER}: the leaf at {jax.tree_util.keystr(path) or '(the root)'} of "
                     f"`batch` has shape {shape}, whose leading dimension is not divisible by "
-                    f"the {num_devices} devices of axis {axis!r}. Pass a global batch of a "
-                    f"multiple of {num_devices} examples (e.g. drop the last partial batch)."
+                    f"the {n} devices of axis {axis!r}. Pass a global batch of a "
+                    f"multiple of {n} examples (e.g. drop the last partial batch)."
                 )
 
-    def params_key(params):
-        leaves, treedef = jax.tree.flatten(params)
-        return (treedef, tuple((np.shape(x), str(jnp.result_type(x))) for x in leaves))
-
-    def model_of(params):
+    def model_of(self, params):
         """``(model params, stacked)``: per-device params (leading axis N) are recognised
         when a layout with per-device parameters exists for the shapes without that axis."""
         leaves = jax.tree.leaves(params)
-        if leaves and all(np.ndim(x) >= 1 and np.shape(x)[0] == num_devices for x in leaves):
+        n = self.num_devices
+        if leaves and all(np.ndim(x) >= 1 and np.shape(x)[0] == n for x in leaves):
             model = jax.tree.map(
                 lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], jnp.result_type(x)), params
             )
-            lay = layouts.get(params_key(model))
+            lay = self.layouts.get(_shapes_key(model))
             if lay is not None and lay.per_device:
                 return model, True
         return params, False
 
-    def layout(params) -> _Layout:
+    def layout(self, params) -> _Layout:
         """Shardings of the params and the state, and the jitted init (per params structure)."""
-        params, _ = model_of(params)
-        leaves, treedef = jax.tree.flatten(params)
-        key = params_key(params)
-        if key in layouts:
-            return layouts[key]
+        params, _ = self.model_of(params)
+        key = _shapes_key(params)
+        if key not in self.layouts:
+            self.layouts[key] = self.new_layout(params)
+        return self.layouts[key]
+
+    def new_layout(self, params) -> _Layout:
+        mesh, axis = self.mesh, self.axis
         param_specs = jax.tree.unflatten(
-            treedef,
+            jax.tree.structure(params),
             [
                 _spec_of("params", x, mesh, axis, jax.tree_util.keystr(path) or "(the root)")
                 for path, x in jax.tree.flatten_with_path(params)[0]
@@ -389,17 +435,18 @@ def data_parallel_step(
         param_shardings = jax.tree.map(
             lambda s: jax.sharding.NamedSharding(mesh, s), param_specs, is_leaf=_is_spec
         )
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)), params
-        )
-        state_shapes = jax.eval_shape(tx.init, abstract)
+        state_shapes = jax.eval_shape(self.tx.init, jax.tree.map(_abstract, params))
         state_specs = per_device_specs(state_shapes, axis)
         state_shardings = _state_shardings(
             state_shapes, state_specs, params, param_specs, mesh, axis
         )
         init = jax.jit(
             jax.shard_map(
-                tx.init, mesh=mesh, in_specs=(_P(),), out_specs=state_specs, axis_names=manual
+                self.tx.init,
+                mesh=mesh,
+                in_specs=(_P(),),
+                out_specs=state_specs,
+                axis_names=self.manual,
             ),
             in_shardings=(param_shardings,),
             out_shardings=state_shardings,
@@ -415,54 +462,46 @@ def data_parallel_step(
                 param_specs,
                 is_leaf=_is_spec,
             )
-        out = _Layout(
+        return _Layout(
             param_shardings, state_specs, state_shardings, init, {}, per_device, param_in_specs
         )
-        layouts[key] = out
-        return out
 
-    def compiled_step(lay: _Layout, params, state, batch, args) -> _Step:
+    # -- compiled steps --------------------------------------------------------------
+
+    def compiled_step(self, lay: _Layout, params, state, batch, args) -> _Step:
         """The jitted step for these shapes: probe ``tx`` for a collective, then build."""
-        key = (
-            jax.tree.structure((state, batch, args)),
-            tuple(
-                (np.shape(x), str(jnp.result_type(x)))
-                for x in jax.tree.leaves((state, batch, args))
-            ),
-        )
-        if key in lay.steps:
-            return lay.steps[key]
-        arg_specs = jax.tree.map(lambda _: _P(), args)
-        in_specs = (lay.param_in_specs, lay.state_specs, _P(axis), arg_specs)
-        per_device = lay.per_device
+        key = _shapes_key((state, batch, args))
+        if key not in lay.steps:
+            in_specs = (lay.param_in_specs, lay.state_specs, _P(axis := self.axis))
+            in_specs += (jax.tree.map(lambda _: _P(), args),)
+            in_shardings = (lay.param_shardings, lay.state_shardings)
+            in_shardings += (_named(self.mesh, batch, _P(axis)), _named(self.mesh, args, _P()))
+            collective = self.is_collective(lay, in_specs, in_shardings, params, state, batch, args)
+            lay.steps[key] = self.build_step(
+                lay, in_specs, in_shardings, collective, params, batch, args
+            )
+        return lay.steps[key]
 
-        def enter(params):
-            return jax.tree.map(lambda x: x[0], params) if per_device else params
+    def enter(self, lay: _Layout, params):
+        """This device's parameters inside shard_map (drops the leading device axis)."""
+        return jax.tree.map(lambda x: x[0], params) if lay.per_device else params
 
+    def is_collective(self, lay, in_specs, in_shardings, params, state, batch, args) -> bool:
+        """Whether ``tx.update`` exchanges over ``axis``, from one abstract trace."""
         probe_log: list[Exchange] = []
 
         def probe(params, state, batch, args):
-            local_step(enter(params), state, batch, args, True, probe_log, per_device)
+            params = self.enter(lay, params)
+            self.local_step(params, state, batch, args, True, probe_log, lay.per_device)
             return jnp.zeros([])
 
-        def abstract(x):
-            return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
-
-        in_shardings = (lay.param_shardings, lay.state_shardings, _named(mesh, batch, _P(axis)))
-        in_shardings += (_named(mesh, args, _P()),)
-
-        def placed(fn):
-            def run(*inputs):
-                return fn(*jax.tree.map(_place, inputs, in_shardings))
-
-            return run
-
         probe_map = jax.shard_map(
-            probe, mesh=mesh, in_specs=in_specs, out_specs=_P(), axis_names=manual
+            probe, mesh=self.mesh, in_specs=in_specs, out_specs=_P(), axis_names=self.manual
         )
-        jax.jit(placed(probe_map), in_shardings=in_shardings).trace(
-            *jax.tree.map(abstract, (params, state, batch, args))
+        jax.jit(_placed(probe_map, in_shardings), in_shardings=in_shardings).trace(
+            *jax.tree.map(_abstract, (params, state, batch, args))
         )
+        axis = self.axis
         others = [e for e in probe_log if axis not in axis_names(e.axis_name)]
         if others:
             raise ValueError(
@@ -470,13 +509,17 @@ def data_parallel_step(
                 f"{others[0].axis_name!r}, but the data axis is `axis`={axis!r}. Build the "
                 f"collective with axis_name={axis!r}, or pass axis={others[0].axis_name!r}."
             )
-        collective = bool(probe_log) or per_device
+        return bool(probe_log) or lay.per_device
+
+    def build_step(self, lay, in_specs, in_shardings, collective, params, batch, args) -> _Step:
+        """The jitted shard_map step; its trace fills ``log`` with the step's exchanges."""
+        axis, per_device = self.axis, lay.per_device
         log: list[Exchange] = []
 
         def body(params, state, batch, args):
             del log[:]
-            params = enter(params)
-            loss, aux, updates, state = local_step(
+            params = self.enter(lay, params)
+            loss, aux, updates, state = self.local_step(
                 params, state, batch, args, collective, log, per_device
             )
             params = optax.apply_updates(params, updates)
@@ -486,83 +529,94 @@ def data_parallel_step(
                 norm = jnp.sqrt(jax.lax.pmean(norm**2, axis))
                 params = jax.tree.map(lambda x: x[None], params)
             metrics = {"loss": jax.lax.pmean(loss, axis), "update_norm": norm}
-            if has_aux:
+            if self.has_aux:
                 metrics["aux"] = _aux_mean(aux, axis)
             return params, state, metrics
 
-        metric_specs = {"loss": _P(), "update_norm": _P()}
-        if has_aux:
-            _, aux_shapes = jax.eval_shape(
-                lambda p, b, a: split_loss(p, b, a),
-                jax.tree.map(abstract, model_of(params)[0]),
-                _local_batch(batch, num_devices),
-                jax.tree.map(abstract, args),
-            )
-            metric_specs["aux"] = jax.tree.map(lambda _: _P(), aux_shapes)
+        metric_specs = self.metric_specs(params, batch, args)
         mapped = jax.shard_map(
             body,
-            mesh=mesh,
+            mesh=self.mesh,
             in_specs=in_specs,
             out_specs=(lay.param_in_specs, lay.state_specs, metric_specs),
-            axis_names=manual,
+            axis_names=self.manual,
         )
         metric_shardings = jax.tree.map(
-            lambda _: jax.sharding.NamedSharding(mesh, _P()), metric_specs, is_leaf=_is_spec
+            lambda _: jax.sharding.NamedSharding(self.mesh, _P()), metric_specs, is_leaf=_is_spec
         )
         fn = jax.jit(
-            placed(mapped),
+            _placed(mapped, in_shardings),
             in_shardings=in_shardings,
             out_shardings=(lay.param_shardings, lay.state_shardings, metric_shardings),
-            donate_argnums=(0, 1) if donate else (),
+            donate_argnums=(0, 1) if self.donate else (),
         )
-        out = _Step(fn, log, collective)
-        lay.steps[key] = out
-        return out
+        return _Step(fn, log, collective)
 
-    def init(params):
-        lay = layout(params)
-        if model_of(params)[1]:
+    def metric_specs(self, params, batch, args) -> dict[str, Any]:
+        """Out specs of the metrics: replicated scalars, and ``aux``'s tree with ``has_aux``."""
+        specs = {"loss": _P(), "update_norm": _P()}
+        if self.has_aux:
+            _, aux_shapes = jax.eval_shape(
+                lambda p, b, a: self.split_loss(p, b, a),
+                jax.tree.map(_abstract, self.model_of(params)[0]),
+                _local_batch(batch, self.num_devices),
+                jax.tree.map(_abstract, args),
+            )
+            specs["aux"] = jax.tree.map(lambda _: _P(), aux_shapes)
+        return specs
+
+    # -- what DataParallel exposes -------------------------------------------------
+
+    def init(self, params):
+        lay = self.layout(params)
+        if self.model_of(params)[1]:
             params = jax.tree.map(lambda x: x[0], params)
         return lay.init(params)
 
-    def stacked(lay, params):
+    def stacked(self, lay, params):
         """Per-device params (leading axis N): the replicated ones broadcast on first use."""
-        if not lay.per_device or model_of(params)[1]:
+        if not lay.per_device or self.model_of(params)[1]:
             return params
+        n = self.num_devices
         return jax.device_put(
-            jax.tree.map(lambda x: jnp.broadcast_to(x, (num_devices, *np.shape(x))), params),
+            jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *np.shape(x))), params),
             lay.param_shardings,
         )
 
-    def step(params, opt_state, batch, *args):
-        check_batch(batch)
-        lay = layout(params)
-        params = stacked(lay, params)
-        compiled = compiled_step(lay, params, opt_state, batch, args)
+    def prepared(self, params, opt_state, batch, args) -> tuple[Any, _Step]:
+        """``(params, compiled step)`` for these inputs (per-device params stacked)."""
+        lay = self.layout(params)
+        params = self.stacked(lay, params)
+        return params, self.compiled_step(lay, params, opt_state, batch, args)
+
+    def step(self, params, opt_state, batch, *args):
+        self.check_batch(batch)
+        params, compiled = self.prepared(params, opt_state, batch, args)
         params, opt_state, metrics = compiled.fn(params, opt_state, batch, args)
-        over_axis = [e for e in compiled.log if axis in axis_names(e.axis_name)]
+        over_axis = [e for e in compiled.log if self.axis in axis_names(e.axis_name)]
         metrics["bytes_sent"] = sum(e.wire_bytes for e in over_axis)
         metrics["payload_bytes"] = sum(e.operand_bytes for e in over_axis)
         return params, opt_state, metrics
 
-    def exchanges(params, opt_state, batch, *args):
-        check_batch(batch)
-        lay = layout(params)
-        params = stacked(lay, params)
-        compiled = compiled_step(lay, params, opt_state, batch, args)
+    def exchanges(self, params, opt_state, batch, *args):
+        self.check_batch(batch)
+        params, compiled = self.prepared(params, opt_state, batch, args)
         if not compiled.log:
             compiled.fn.lower(params, opt_state, batch, args)  # traces the body once
         return list(compiled.log)
 
-    def lower(params, opt_state, batch, *args):
-        lay = layout(params)
-        params = stacked(lay, params)
-        return compiled_step(lay, params, opt_state, batch, args).fn.lower(
-            params, opt_state, batch, args
-        )
+    def lower(self, params, opt_state, batch, *args):
+        params, compiled = self.prepared(params, opt_state, batch, args)
+        return compiled.fn.lower(params, opt_state, batch, args)
 
-    step.lower = lower
-    return DataParallel(init, step, exchanges)
+
+def _placed(fn: Callable, in_shardings: Any) -> Callable:
+    """``fn`` with its inputs typed with ``in_shardings`` first (see :func:`_place`)."""
+
+    def run(*inputs):
+        return fn(*jax.tree.map(_place, inputs, in_shardings))
+
+    return run
 
 
 def _named(mesh: jax.sharding.Mesh, tree: Any, spec: Any) -> Any:
