@@ -70,7 +70,7 @@ def _spec(name: str, shapes) -> tuple[int, int, Callable, Callable, tuple[int, .
         def hvp(p, t):
             return jax.jvp(jax.grad(cd.quadratic), (p,), (t,))[1]
 
-        return 2, 1, hvp, lambda: (params(), params(1.0)), (0,)
+        return 2, 1, hvp, lambda: (params(), params(1.0)), (1,)
     if name in ("uniform", "normal"):
         draw = jax.random.uniform if name == "uniform" else jax.random.normal
         return 0, 1, _keyed(draw), lambda: (jax.random.PRNGKey(0), params()), (1,)
