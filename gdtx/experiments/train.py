@@ -628,203 +628,245 @@ def train_one(
     ``_make_evaluate``) and ``train_step`` (``_make_functions``) may be passed in
     to reuse compiled functions.
     """
-    import orbax.checkpoint as ocp
+    run = _Run(config, label, tx, task, workdir, evaluate, train_step)
+    run.resume()
+    last = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
+    run.train(last)
+    run.close()
+    if last < config.num_steps:
+        return None
+    return run.results()
 
-    start = time.perf_counter()
-    # The same seed for every optimizer: identical initial parameters.
-    graphdef, state = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
-    params = nnx.to_pure_dict(state)
-    key = jax.random.key_data(jax.random.key(config.seed))
-    sampler = task.make_sampler()
-    if train_step is None:
-        train_step = _make_train_step(config, task, graphdef, tx)
-    if evaluate is None:
-        evaluate = _make_evaluate(task, graphdef)
-    data_parallel = isinstance(train_step, DataParallelTrainStep)
-    opt_state = (train_step.init if data_parallel else tx.init)(params)
-    initial_params = params
 
-    metrics = ["loss", "accuracy"] if task.has_accuracy else ["loss"]
-    curves: dict[str, list] = {"step": []}
-    for split in ("train", "test"):
-        for m in metrics:
-            curves[f"{split}_{m}"] = []
-    config_json = _comparable(json.loads(config.to_json()))
-    # Per training step: the norms recorded by `training_optimizer`'s recorders (a
-    # plain `tx` records nothing). Device scalars wait in `pending` and are fetched
-    # together at eval and checkpoint steps: no host sync per step.
-    recording = isinstance(opt_state, tuple) and all(
-        isinstance(opt_state[i], gdtx.RecordGradNormState) for i in (0, -1)
-    )
-    step_log: dict[str, list] = {"grad_norm": [], "update_norm": []}
-    pending: list[tuple[jax.Array, jax.Array]] = []
-    if data_parallel:
-        # Per step: the bytes each device sent (from the step's metrics: Python
-        # numbers, no host sync) and, at each evaluation, their running sum.
-        step_log.update(bytes_sent=[], payload_bytes=[])
-        curves["cumulative_bytes_sent"] = []
+class _Run:
+    """One optimizer's training run: its parameters, state, data order, curves and checkpoints.
 
-    def flush() -> None:
-        for g, u in jax.device_get(pending):
-            if g is not None:
-                step_log["grad_norm"].append(float(g))
-            step_log["update_norm"].append(float(u))
-        pending.clear()
+    Everything that a checkpoint must restore for a resumed run to equal an
+    uninterrupted one lives here (``params``, ``opt_state``, ``key``, the
+    sampler, ``curves``, ``step_log``); :func:`train_one` drives it.
+    """
 
-    manager = _checkpoint_manager(config, workdir, label)
-    first_step = 1
-    if manager is not None and manager.latest_step() is not None:
+    def __init__(self, config, label, tx, task, workdir, evaluate, train_step):
+        self.start = time.perf_counter()
+        self.config, self.label, self.tx, self.task = config, label, tx, task
+        # The same seed for every optimizer: identical initial parameters.
+        graphdef, state = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
+        self.params = self.initial_params = nnx.to_pure_dict(state)
+        self.key = jax.random.key_data(jax.random.key(config.seed))
+        self.sampler = task.make_sampler()
+        if train_step is None:
+            train_step = _make_train_step(config, task, graphdef, tx)
+        self.train_step = train_step
+        self.evaluate = _make_evaluate(task, graphdef) if evaluate is None else evaluate
+        self.data_parallel = isinstance(self.train_step, DataParallelTrainStep)
+        self.opt_state = (self.train_step.init if self.data_parallel else tx.init)(self.params)
+        self.config_json = _comparable(json.loads(config.to_json()))
+        self.curves: dict[str, list] = {"step": []}
+        for split in ("train", "test"):
+            for m in ["loss", "accuracy"] if task.has_accuracy else ["loss"]:
+                self.curves[f"{split}_{m}"] = []
+        # Per training step: the norms recorded by `training_optimizer`'s recorders (a
+        # plain `tx` records nothing). Device scalars wait in `pending` and are fetched
+        # together at eval and checkpoint steps: no host sync per step.
+        self.recording = isinstance(self.opt_state, tuple) and all(
+            isinstance(self.opt_state[i], gdtx.RecordGradNormState) for i in (0, -1)
+        )
+        self.step_log: dict[str, list] = {"grad_norm": [], "update_norm": []}
+        self.pending: list[tuple[jax.Array, jax.Array]] = []
+        if self.data_parallel:
+            # Per step: the bytes each device sent (from the step's metrics: Python
+            # numbers, no host sync) and, at each evaluation, their running sum.
+            self.step_log.update(bytes_sent=[], payload_bytes=[])
+            self.curves["cumulative_bytes_sent"] = []
+        self.manager = _checkpoint_manager(config, workdir, label)
+        self.workdir = workdir
+        self.first_step = 1
+        self.first_inputs = None  # A data-parallel run's first inputs, for the HLO.
+        self.compile_time = 0.0  # Seconds of the first train step: mostly compilation.
+        self.train_time = 0.0  # Seconds spent in train steps after the first one.
+        self.timed_steps = 0
+
+    def resume(self) -> None:
+        """Restores the latest checkpoint of this workdir and label, if there is one."""
+        import orbax.checkpoint as ocp
+
+        manager = self.manager
+        if manager is None or manager.latest_step() is None:
+            return
         # The metadata first: a checkpoint of another config (another optimizer, or
         # a refined schedule, whose state differs) fails on the config, not the state.
         meta = manager.restore(
             manager.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore())
         )["meta"]
-        if meta["config"] != config_json:
+        if meta["config"] != self.config_json:
             raise ValueError(
-                f"The checkpoint in {workdir!r} for {label!r} was written with a different "
-                "config; use a fresh --workdir."
+                f"The checkpoint in {self.workdir!r} for {self.label!r} was written with a "
+                "different config; use a fresh --workdir."
             )
+        abstract = checkpoint.abstract_train_state(self.tx, self.params, key=self.key)
         restored = manager.restore(
             manager.latest_step(),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(
-                    checkpoint.abstract_train_state(tx, params, key=key)
-                ),
-            ),
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)),
+        )["state"]
+        self.params, self.opt_state, self.key = (
+            restored["params"],
+            restored["opt_state"],
+            restored["key"],
         )
-        params = restored["state"]["params"]
-        opt_state = restored["state"]["opt_state"]
-        key = restored["state"]["key"]
-        sampler.load_state_dict(meta["sampler"])
-        curves = meta["curves"]
-        step_log = meta["step_log"]
-        first_step = meta["step"] + 1
+        self.sampler.load_state_dict(meta["sampler"])
+        self.curves = meta["curves"]
+        self.step_log = meta["step_log"]
+        self.first_step = meta["step"] + 1
 
-    def record(step: int) -> None:
-        curves["step"].append(step)
-        model = params
-        if data_parallel:
-            curves["cumulative_bytes_sent"].append(float(sum(step_log["bytes_sent"])))
-            model = train_step.model_params(params, initial_params)
-        for split, batch in task.eval_batches.items():
-            loss, acc = evaluate(model, batch)
-            curves[f"{split}_loss"].append(float(loss))
-            if task.has_accuracy:
-                curves[f"{split}_accuracy"].append(float(acc))
+    def flush(self) -> None:
+        """Fetches the pending per-step norms into ``step_log`` (one host sync)."""
+        for g, u in jax.device_get(self.pending):
+            if g is not None:
+                self.step_log["grad_norm"].append(float(g))
+            self.step_log["update_norm"].append(float(u))
+        self.pending.clear()
 
-    def save(step: int, force: bool = False) -> None:
+    def record(self, step: int) -> None:
+        """Evaluates the model on every evaluation batch and appends to the curves."""
+        self.curves["step"].append(step)
+        model = self.params
+        if self.data_parallel:
+            self.curves["cumulative_bytes_sent"].append(float(sum(self.step_log["bytes_sent"])))
+            model = self.train_step.model_params(self.params, self.initial_params)
+        for split, batch in self.task.eval_batches.items():
+            loss, acc = self.evaluate(model, batch)
+            self.curves[f"{split}_loss"].append(float(loss))
+            if self.task.has_accuracy:
+                self.curves[f"{split}_accuracy"].append(float(acc))
+
+    def save(self, step: int, force: bool = False) -> None:
+        """Checkpoints step ``step`` when the manager's interval (or ``force``) says so."""
+        import orbax.checkpoint as ocp
+
+        manager = self.manager
         if manager is None or not (force or manager.should_save(step)):
             return
-        flush()
+        self.flush()
+        meta = {
+            "step": step,
+            "sampler": self.sampler.state_dict(),
+            "curves": self.curves,
+            "step_log": self.step_log,
+            "config": self.config_json,
+        }
+        state = {"params": self.params, "opt_state": self.opt_state, "key": self.key}
         manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave({"params": params, "opt_state": opt_state, "key": key}),
+                state=ocp.args.StandardSave(state),
                 # Saves are asynchronous and training goes on appending to `curves`:
                 # hand Orbax a snapshot (a JSON round trip), not the live lists.
-                meta=ocp.args.JsonSave(
-                    json.loads(
-                        json.dumps(
-                            {
-                                "step": step,
-                                "sampler": sampler.state_dict(),
-                                "curves": curves,
-                                "step_log": step_log,
-                                "config": config_json,
-                            }
-                        )
-                    )
-                ),
+                meta=ocp.args.JsonSave(json.loads(json.dumps(meta))),
             ),
             force=force,
         )
 
-    to_eval = set(eval_steps(config.num_steps, config.eval_every))
-    if first_step == 1:
-        record(0)
-    last = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
-    train_time = 0.0  # Seconds spent in train steps after the first one of this process.
-    compile_time = 0.0  # Seconds of the first train step: mostly compilation.
-    timed_steps = 0
-    with tqdm.tqdm(
-        total=config.num_steps,
-        initial=first_step - 1,
-        desc=label,
-        unit="step",
-        disable=not config.progress_bar,
-    ) as bar:
-        segment_start = time.perf_counter()
-        for step in range(first_step, last + 1):
-            batch = task.batch(sampler.next())
-            if data_parallel and step == first_step:
-                first_inputs = (params, opt_state, key, batch)  # For the HLO (no donation).
-            params, opt_state, key, loss, *step_metrics = train_step(params, opt_state, key, batch)
-            if recording:
-                pending.append(_norms_of(opt_state))
-            if data_parallel:
-                (metrics_dp,) = step_metrics
-                pending.append((None, metrics_dp["update_norm"]))
-                sent, payload = train_step.bytes_of_step(step, metrics_dp)
-                step_log["bytes_sent"].append(sent)
-                step_log["payload_bytes"].append(payload)
-            if step == first_step:
-                jax.block_until_ready(loss)
-                compile_time = time.perf_counter() - segment_start
-                segment_start = time.perf_counter()
-            else:
-                timed_steps += 1
-            bar.update()
-            if step in to_eval:
-                jax.block_until_ready(loss)
-                train_time += time.perf_counter() - segment_start
-                flush()
-                record(step)
-                bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in curves.items() if k != "step"})
-                segment_start = time.perf_counter()
-            save(step, force=step == config.num_steps)
-    if manager is not None:
-        # Saves are asynchronous: a checkpoint is complete only after this.
-        manager.wait_until_finished()
-        manager.close()
-    if last < config.num_steps:
-        return None
-    flush()
-    wall_time = time.perf_counter() - start
+    def one_step(self, step: int) -> jax.Array:
+        """Runs training step ``step`` and logs its norms and bytes; returns the loss."""
+        batch = self.task.batch(self.sampler.next())
+        if self.data_parallel and step == self.first_step:
+            self.first_inputs = (self.params, self.opt_state, self.key, batch)  # no donation
+        self.params, self.opt_state, self.key, loss, *step_metrics = self.train_step(
+            self.params, self.opt_state, self.key, batch
+        )
+        if self.recording:
+            self.pending.append(_norms_of(self.opt_state))
+        if self.data_parallel:
+            (metrics_dp,) = step_metrics
+            self.pending.append((None, metrics_dp["update_norm"]))
+            sent, payload = self.train_step.bytes_of_step(step, metrics_dp)
+            self.step_log["bytes_sent"].append(sent)
+            self.step_log["payload_bytes"].append(payload)
+        return loss
 
-    primary = "test_accuracy" if task.has_accuracy else "test_loss"
-    best = int(np.argmax(curves[primary]) if task.has_accuracy else np.argmin(curves[primary]))
-    results = {
-        "final_train_loss": curves["train_loss"][-1],
-        "final_test_loss": curves["test_loss"][-1],
-        "best_test_loss": min(curves["test_loss"]),
-        "best_step": curves["step"][best],
-    }
-    if task.has_accuracy:
-        results.update(
-            final_test_accuracy=curves["test_accuracy"][-1],
-            best_test_accuracy=curves["test_accuracy"][best],
-            final_train_accuracy=curves["train_accuracy"][-1],
-        )
-    results.update(
-        {
-            # Everything for this optimizer in this process: init, restore,
-            # compilation, training and evals.
-            "wall_time_s": wall_time,
-            "compile_time_s": compile_time,
-            # Steady-state training speed: excludes the first step and the evals.
-            "steps_per_sec": (timed_steps / train_time if train_time > 0 else None),
-            "resumed_from_step": first_step - 1,
-            "curves": curves,
+    def train(self, last: int) -> None:
+        """Steps ``first_step .. last``, evaluating and checkpointing on schedule."""
+        config = self.config
+        to_eval = set(eval_steps(config.num_steps, config.eval_every))
+        if self.first_step == 1:
+            self.record(0)
+        with tqdm.tqdm(
+            total=config.num_steps,
+            initial=self.first_step - 1,
+            desc=self.label,
+            unit="step",
+            disable=not config.progress_bar,
+        ) as bar:
+            segment_start = time.perf_counter()
+            for step in range(self.first_step, last + 1):
+                loss = self.one_step(step)
+                if step == self.first_step:
+                    jax.block_until_ready(loss)
+                    self.compile_time = time.perf_counter() - segment_start
+                    segment_start = time.perf_counter()
+                else:
+                    self.timed_steps += 1
+                bar.update()
+                if step in to_eval:
+                    jax.block_until_ready(loss)
+                    self.train_time += time.perf_counter() - segment_start
+                    self.flush()
+                    self.record(step)
+                    curves = self.curves
+                    bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in curves.items() if k != "step"})
+                    segment_start = time.perf_counter()
+                self.save(step, force=step == config.num_steps)
+
+    def close(self) -> None:
+        if self.manager is not None:
+            # Saves are asynchronous: a checkpoint is complete only after this.
+            self.manager.wait_until_finished()
+            self.manager.close()
+
+    def results(self) -> dict[str, Any]:
+        """Final and best metrics, timings, curves and the per-step logs of the run."""
+        self.flush()
+        wall_time = time.perf_counter() - self.start
+        curves, has_accuracy = self.curves, self.task.has_accuracy
+        primary = "test_accuracy" if has_accuracy else "test_loss"
+        best = int(np.argmax(curves[primary]) if has_accuracy else np.argmin(curves[primary]))
+        results = {
+            "final_train_loss": curves["train_loss"][-1],
+            "final_test_loss": curves["test_loss"][-1],
+            "best_test_loss": min(curves["test_loss"]),
+            "best_step": curves["step"][best],
         }
-    )
-    if recording:
+        if has_accuracy:
+            results.update(
+                final_test_accuracy=curves["test_accuracy"][-1],
+                best_test_accuracy=curves["test_accuracy"][best],
+                final_train_accuracy=curves["train_accuracy"][-1],
+            )
+        train_time = self.train_time
         results.update(
-            grad_norms=step_log["grad_norm"],
-            update_norms=step_log["update_norm"],
+            {
+                # Everything for this optimizer in this process: init, restore,
+                # compilation, training and evals.
+                "wall_time_s": wall_time,
+                "compile_time_s": self.compile_time,
+                # Steady-state training speed: excludes the first step and the evals.
+                "steps_per_sec": (self.timed_steps / train_time if train_time > 0 else None),
+                "resumed_from_step": self.first_step - 1,
+                "curves": curves,
+            }
         )
-    if data_parallel:
-        results.update(_data_parallel_results(config, train_step, step_log, first_inputs))
-    return results
+        if self.recording:
+            results.update(
+                grad_norms=self.step_log["grad_norm"],
+                update_norms=self.step_log["update_norm"],
+            )
+        if self.data_parallel:
+            results.update(
+                _data_parallel_results(
+                    self.config, self.train_step, self.step_log, self.first_inputs
+                )
+            )
+        return results
 
 
 def _data_parallel_results(config, train_step, step_log, first_inputs) -> dict[str, Any]:
@@ -993,38 +1035,10 @@ def train_and_evaluate(
     # functions of the previous run. (The refinement's norms are part of the key:
     # the run it refines may have changed.)
     cache_key = json.dumps([_comparable(json.loads(config.to_json())), sources], sort_keys=True)
-
-    def build() -> dict[str, Any]:
-        task = tasks.make_task(config)
-        graphdef, _ = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
-        return {
-            "task": task,
-            "evaluate": _make_evaluate(task, graphdef),
-            "train_steps": [
-                _make_train_step(config, task, graphdef, tx, c)
-                for tx, c in zip(txs, config.optimizers, strict=True)
-            ],
-        }
-
-    entry = (CompiledRuns() if compiled is None else compiled).get(cache_key, build)
+    runs = CompiledRuns() if compiled is None else compiled
+    entry = runs.get(cache_key, lambda: _compile_runs(config, txs))
     task = entry["task"]
-
-    results: dict[str, Any] = {
-        # to_dict() leaves the ConfigDicts inside config.optimizers unconverted.
-        "config": json.loads(config.to_json()),
-        "task": task.title,
-        "environment": {
-            "jax": jax.__version__,
-            "flax": flax.__version__,
-            "optax": optax.__version__,
-            "gdtx": gdtx.__version__,
-            "backend": jax.default_backend(),
-            "python": platform.python_version(),
-        },
-        "num_train_examples": task.num_train,
-        "num_test_examples": task.num_test,
-        "optimizers": {},
-    }
+    results = _results_header(config, task)
     for label, opt_config, tx, train_step, source in zip(
         labels, config.optimizers, txs, entry["train_steps"], sources, strict=True
     ):
@@ -1054,11 +1068,50 @@ def train_and_evaluate(
     if stop_after is not None and stop_after < config.num_steps:
         return None
 
+    _write_results(results, workdir, task.title)
+    return results
+
+
+def _compile_runs(config: ml_collections.ConfigDict, txs: list) -> dict[str, Any]:
+    """The task, its evaluation and one compiled train step per optimizer of ``config``."""
+    task = tasks.make_task(config)
+    graphdef, _ = nnx.split(task.make_model(nnx.Rngs(config.seed)), nnx.Param)
+    return {
+        "task": task,
+        "evaluate": _make_evaluate(task, graphdef),
+        "train_steps": [
+            _make_train_step(config, task, graphdef, tx, c)
+            for tx, c in zip(txs, config.optimizers, strict=True)
+        ],
+    }
+
+
+def _results_header(config: ml_collections.ConfigDict, task: tasks.Task) -> dict[str, Any]:
+    """``results.json`` before any optimizer ran: the config, the task, the versions."""
+    return {
+        # to_dict() leaves the ConfigDicts inside config.optimizers unconverted.
+        "config": json.loads(config.to_json()),
+        "task": task.title,
+        "environment": {
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "gdtx": gdtx.__version__,
+            "backend": jax.default_backend(),
+            "python": platform.python_version(),
+        },
+        "num_train_examples": task.num_train,
+        "num_test_examples": task.num_test,
+        "optimizers": {},
+    }
+
+
+def _write_results(results: dict[str, Any], workdir: str, title: str) -> None:
+    """Writes ``results.json``, ``curves.png`` and ``summary.md``; prints the table."""
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     plot_curves(results, os.path.join(workdir, "curves.png"))
     table = summary_table(results)
     with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(f"# {task.title}\n\n{table}\n")
+        f.write(f"# {title}\n\n{table}\n")
     print(table, flush=True)
-    return results
