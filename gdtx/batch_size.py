@@ -524,75 +524,20 @@ def train_with_adaptive_batches(
       https://github.com/timlautk/AdAdaGrad (``main.py``).
     """
     owner = "gdtx.train_with_adaptive_batches"
-    validation.check_choice(owner, "test", test, ("norm", "augmented"))
     # Every argument is checked here, in the name of the function the user called
     # (not of the test it runs inside the jitted step).
-    if not callable(loss_fn):
-        raise TypeError(f"{owner}: `loss_fn` must be callable, got {loss_fn!r}.")
-    if not (
-        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
-    ):
-        raise TypeError(
-            f"{owner}: `optimizer` must be an optax GradientTransformation, got {optimizer!r}."
-        )
-    validation.check_static_integer(owner, "num_steps", num_steps, 0)
-    _check_sizes(owner, initial_batch_size, max_batch_size)
-    _check_norm_test_args(owner, eta, max_batch_size)
-    _check_augmented_test_args(owner, theta, nu, max_batch_size)
-    if not isinstance(blockwise, bool | np.bool_):
-        raise TypeError(f"{owner}: `blockwise` must be a bool, got {blockwise!r}.")
-    validation.check_static_integer(owner, "seed", seed, 0)
+    _check_training_args(owner, loss_fn, optimizer, num_steps, seed, test, learning_rate_rule)
+    _check_test_args(owner, initial_batch_size, max_batch_size, eta, theta, nu, blockwise)
+    num_examples, sizes = _batch_sizes(owner, data, initial_batch_size, max_batch_size, batch_sizes)
     if learning_rate_rule is not None:
-        validation.check_choice(owner, "learning_rate_rule", learning_rate_rule, ("linear", "sqrt"))
         optimizer = _rescaled(optimizer, initial_batch_size, learning_rate_rule)
-    if batch_sizes is not None:
-        for size in batch_sizes:
-            validation.check_static_integer(owner, "batch_sizes", size, 2)
-    num_examples = {np.shape(x)[0] for x in jax.tree.leaves(data)}
-    if len(num_examples) != 1:
-        raise ValueError(f"{owner}: the leaves of `data` need one leading axis of examples.")
-    num_examples = num_examples.pop()
-    if max_batch_size > num_examples:
-        raise ValueError(
-            f"{owner}: `max_batch_size` must be <= the number of examples ({num_examples}), "
-            f"got {max_batch_size!r}."
-        )
-    sizes = tuple(batch_sizes or allowed_batch_sizes(initial_batch_size, max_batch_size))
-    if (
-        list(sizes) != sorted(set(sizes))
-        or initial_batch_size not in sizes
-        or sizes[-1] != max_batch_size
-    ):
-        raise ValueError(
-            f"{owner}: `batch_sizes` must be sorted, contain `initial_batch_size` and end "
-            f"at `max_batch_size`, got {sizes!r}."
-        )
-    compiled = []
-
-    @jax.jit
-    def step(params, opt_state, batch):
-        compiled.append(jax.tree.leaves(batch)[0].shape[0])  # once per trace
-        per_example = jax.vmap(jax.value_and_grad(loss_fn), in_axes=(None, 0))
-        losses, grads = per_example(params, batch)
-        if test == "norm":
-            result = _norm_test(owner, grads, eta, max_batch_size)
-        else:
-            result = _augmented_inner_product_test(
-                owner, grads, theta, nu, blockwise, max_batch_size
-            )
-        mean_grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-        updates, opt_state = optimizer.update(mean_grad, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, result, jnp.mean(losses)
-
-    def strong(tree):
-        # A weakly typed leaf (jnp.full(3, 10.0)) comes back strongly typed from the
-        # first step, which would compile the first batch size twice.
-        return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), tree)
-
+    compiled: list[int] = []
+    step = _adaptive_batch_step(
+        owner, loss_fn, optimizer, test, (eta, theta, nu, blockwise), max_batch_size, compiled
+    )
     rng = np.random.default_rng(seed)
-    params = strong(params)
-    opt_state = strong(optimizer.init(params))
+    params = _strongly_typed(params)
+    opt_state = _strongly_typed(optimizer.init(params))
     b = initial_batch_size
     record = {"b": [], "passed": [], "required": [], "loss": []}
     for _ in range(num_steps):
@@ -617,3 +562,91 @@ def train_with_adaptive_batches(
         compiled_batch_sizes=tuple(compiled),
     )
     return params, opt_state, history
+
+
+def _check_training_args(
+    owner, loss_fn, optimizer, num_steps, seed, test, learning_rate_rule
+) -> None:
+    validation.check_choice(owner, "test", test, ("norm", "augmented"))
+    if not callable(loss_fn):
+        raise TypeError(f"{owner}: `loss_fn` must be callable, got {loss_fn!r}.")
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(
+            f"{owner}: `optimizer` must be an optax GradientTransformation, got {optimizer!r}."
+        )
+    validation.check_static_integer(owner, "num_steps", num_steps, 0)
+    validation.check_static_integer(owner, "seed", seed, 0)
+    if learning_rate_rule is not None:
+        validation.check_choice(owner, "learning_rate_rule", learning_rate_rule, ("linear", "sqrt"))
+
+
+def _check_test_args(owner, initial_batch_size, max_batch_size, eta, theta, nu, blockwise) -> None:
+    _check_sizes(owner, initial_batch_size, max_batch_size)
+    _check_norm_test_args(owner, eta, max_batch_size)
+    _check_augmented_test_args(owner, theta, nu, max_batch_size)
+    if not isinstance(blockwise, bool | np.bool_):
+        raise TypeError(f"{owner}: `blockwise` must be a bool, got {blockwise!r}.")
+
+
+def _batch_sizes(
+    owner, data, initial_batch_size, max_batch_size, batch_sizes
+) -> tuple[int, tuple[int, ...]]:
+    """``(number of examples in data, the batch sizes the loop may use)``, both checked."""
+    if batch_sizes is not None:
+        for size in batch_sizes:
+            validation.check_static_integer(owner, "batch_sizes", size, 2)
+    num_examples = {np.shape(x)[0] for x in jax.tree.leaves(data)}
+    if len(num_examples) != 1:
+        raise ValueError(f"{owner}: the leaves of `data` need one leading axis of examples.")
+    num_examples = num_examples.pop()
+    if max_batch_size > num_examples:
+        raise ValueError(
+            f"{owner}: `max_batch_size` must be <= the number of examples ({num_examples}), "
+            f"got {max_batch_size!r}."
+        )
+    sizes = tuple(batch_sizes or allowed_batch_sizes(initial_batch_size, max_batch_size))
+    if (
+        list(sizes) != sorted(set(sizes))
+        or initial_batch_size not in sizes
+        or sizes[-1] != max_batch_size
+    ):
+        raise ValueError(
+            f"{owner}: `batch_sizes` must be sorted, contain `initial_batch_size` and end "
+            f"at `max_batch_size`, got {sizes!r}."
+        )
+    return num_examples, sizes
+
+
+def _adaptive_batch_step(owner, loss_fn, optimizer, test, constants, max_batch_size, compiled):
+    """The jitted step: per-example gradients, the batch-size test on them, one update.
+
+    ``constants`` is ``(eta, theta, nu, blockwise)``; each trace appends its batch
+    size to ``compiled`` (one compilation per size).
+    """
+    eta, theta, nu, blockwise = constants
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        compiled.append(jax.tree.leaves(batch)[0].shape[0])  # once per trace
+        per_example = jax.vmap(jax.value_and_grad(loss_fn), in_axes=(None, 0))
+        losses, grads = per_example(params, batch)
+        if test == "norm":
+            result = _norm_test(owner, grads, eta, max_batch_size)
+        else:
+            result = _augmented_inner_product_test(
+                owner, grads, theta, nu, blockwise, max_batch_size
+            )
+        mean_grad = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+        updates, opt_state = optimizer.update(mean_grad, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, result, jnp.mean(losses)
+
+    return step
+
+
+def _strongly_typed(tree: Any) -> Any:
+    # A weakly typed leaf (jnp.full(3, 10.0)) comes back strongly typed from the
+    # first step, which would compile the first batch size twice.
+    return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), tree)
