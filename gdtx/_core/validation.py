@@ -16,6 +16,15 @@ their values are only known step by step.
 Parameters are checked once, at ``init`` (:func:`check_params`): gdtx updates
 floating-point parameters, and complex ones only where the method's math extends
 to them in optax's sense (``|g|^2 = g * conj(g)``).
+
+Which error, for complex numbers in particular: a *knob* that picks a dtype
+(``mu_dtype``, ``grads_dtype``) is a choice, and a dtype outside its allowed set
+(an integer dtype; a complex one for a real-only buffer) is a ``ValueError``, as
+is a string outside :func:`check_choice`'s options. *Data* the method cannot take
+is a ``TypeError`` at ``init``: integer parameters, complex parameters for a
+real-only method, and a real state dtype that would drop a complex parameter's
+phase (:func:`gdtx._core.dtypes.check_phase_dtype`). A complex *hyperparameter*
+value is a ``TypeError`` (not a real number, above).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from gdtx._core import extra_args, validation
+from gdtx._core import dtypes, extra_args, validation
 
 
 @pytest.mark.parametrize(
@@ -276,3 +276,16 @@ def test_check_scalar():
     validation.check_scalar("owner", "arg", 2.0)
     with pytest.raises(ValueError, match=r"owner: `arg` must be a scalar"):
         validation.check_scalar("owner", "arg", np.ones(3))
+
+
+def test_complex_numbers_are_a_value_error_as_a_knob_and_a_type_error_as_data():
+    """The rule of the module docstring, in one place: a dtype knob is a choice
+    (ValueError), parameters and hyperparameters are data (TypeError)."""
+    with pytest.raises(ValueError, match=r"gdtx\.f: `grads_dtype` must be None or a real"):
+        validation.check_dtype("gdtx.f", "grads_dtype", jnp.complex64, real=True)
+    with pytest.raises(TypeError, match=r"gdtx\.f does not support complex parameters"):
+        validation.check_params("gdtx.f", {"w": jnp.zeros(2, jnp.complex64)}, allow_complex=False)
+    with pytest.raises(TypeError, match=r"gdtx\.f: `mu_dtype=float32` is real"):
+        dtypes.check_phase_dtype("gdtx.f", "mu_dtype", jnp.zeros(2, jnp.complex64), jnp.float32)
+    with pytest.raises(TypeError, match=r"gdtx\.f: `b1`"):
+        validation.check_decay("gdtx.f", "b1", 0.9 + 0.1j)
