@@ -52,13 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdtx._core import dtypes, validation
+from gdtx._core import dtypes, keys, validation
 from gdtx._core.bits import num_words, pack, unpack
 from gdtx._core.collectives import (
-    all_gather_replicated,
     as_per_device,
-    axis_index,
-    axis_names,
     bound_axis_size,
     check_axis_name,
     check_per_device,
@@ -66,7 +63,7 @@ from gdtx._core.collectives import (
     sharded_like,
     unsharded,
 )
-from gdtx.distributed import record_exchange
+from gdtx._core.compressed_collectives import check_compressor, gather_mean
 
 _MAX_LEVELS = 32767  # codes in [0, 2s] must fit a 16-bit field
 _INDEX_BITS = 32  # ATOMO entry atoms send an int32 index with each value
@@ -783,64 +780,6 @@ def scaled_sign() -> ScaledSign:
 # --- data-parallel transformations ----------------------------------------------------------
 
 
-def _next_keys(state_key, axis_name):
-    """(the key to carry, this step's key): ``split`` the carried key; per device, ``fold_in``.
-
-    The carried key is split every step, so step keys never repeat (a key from
-    ``fold_in(key, count)`` would repeat forever once the int32 ``count``
-    saturates at 2**31 - 1). The carried key is the same on every device; each
-    device folds in its index along the axis, so the workers' keys are
-    independent.
-    """
-    keys = jax.random.split(state_key)
-    carry, step = keys[0], keys[1]
-    return carry, step if axis_name is None else jax.random.fold_in(step, axis_index(axis_name))
-
-
-_KEY_IMPLS = ("threefry2x32", "rbg")
-
-
-def _rounding_key(step_key, key_impl):
-    """The key the compressor draws with: the raw threefry step key, or one of ``key_impl``.
-
-    An ``rbg`` key is seeded with four words drawn from the step key, so the
-    device index folded into it (and the per-step split) carry over.
-    """
-    if key_impl == "threefry2x32":
-        return step_key
-    words = jax.random.bits(step_key, (4,), jnp.uint32)
-    return jax.random.wrap_key_data(words, impl=key_impl)
-
-
-def _check_seed(owner, seed):
-    validation.check_integer(owner, "seed", seed, 0)
-
-
-def _gather_mean(compressor, payload, like, axis_name, owner="gdtx.compressed_mean"):
-    """All-gathers every worker's payload, decodes each, and averages locally."""
-    if not jax.tree.leaves(payload):  # an empty (e.g. fully masked) tree: nothing to send
-        return like
-    num_devices = math.prod(jax.lax.axis_size(name) for name in axis_names(axis_name))
-    for leaf in jax.tree.leaves(payload):
-        size = leaf.size * leaf.dtype.itemsize
-        record_exchange(owner, axis_name, "all-gather", leaf.dtype, size, num_devices)
-    gathered = jax.tree.map(lambda a: all_gather_replicated(a, axis_name), payload)
-    decoded = jax.vmap(compressor.decompress)(gathered)
-
-    def mean(d, g):
-        return sharded_like(jnp.mean(d.astype(dtypes.compute_dtype(d)), axis=0).astype(g.dtype), g)
-
-    return jax.tree.map(mean, decoded, like)
-
-
-def _check_compressor(owner, compressor):
-    if not isinstance(compressor, Compressor):
-        raise TypeError(
-            f"{owner}: `compressor` must be a gdtx compressor (gdtx.qsgd, gdtx.terngrad, "
-            f"gdtx.atomo, gdtx.scaled_sign), got {compressor!r}."
-        )
-
-
 class CompressedMeanState(NamedTuple):
     """State of :func:`compressed_mean`.
 
@@ -945,10 +884,10 @@ def compressed_mean(
       (Algorithm 1: every worker broadcasts its encoded gradient).
     """
     owner = "gdtx.compressed_mean"
-    _check_compressor(owner, compressor)
+    check_compressor(owner, compressor, Compressor)
     check_axis_name(owner, axis_name, optional=True)
-    _check_seed(owner, seed)
-    validation.check_choice(owner, "key_impl", key_impl, _KEY_IMPLS)
+    keys.check_seed(owner, seed)
+    keys.check_key_impl(owner, key_impl)
 
     def init_fn(params):
         del params
@@ -960,13 +899,13 @@ def compressed_mean(
         if axis_name is not None:
             bound_axis_size(owner, axis_name)
             check_per_device(owner, updates, axis_name)
-        carry, key = _next_keys(state.key, axis_name)
-        payload = compressor.compress(_rounding_key(key, key_impl), updates)
+        carry, key = keys.next_keys(state.key, axis_name)
+        payload = compressor.compress(keys.rounding_key(key, key_impl), updates)
         if axis_name is None:
             decoded = compressor.decompress(payload)
             out = jax.tree.map(sharded_like, decoded, updates)
         else:
-            out = _gather_mean(compressor, payload, updates, axis_name)
+            out = gather_mean(compressor, payload, updates, axis_name, owner)
         return out, CompressedMeanState(count=optax.safe_increment(state.count), key=carry)
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -1078,10 +1017,10 @@ def error_feedback(
       Official code: https://github.com/epfml/error-feedback-SGD
     """
     owner = "gdtx.error_feedback"
-    validation.check_choice(owner, "key_impl", key_impl, _KEY_IMPLS)
-    _check_compressor(owner, compressor)
+    keys.check_key_impl(owner, key_impl)
+    check_compressor(owner, compressor, Compressor)
     check_axis_name(owner, axis_name, optional=True)
-    _check_seed(owner, seed)
+    keys.check_seed(owner, seed)
     validation.check_dtype(owner, "error_dtype", error_dtype)
     error_dtype = dtypes.canonical_dtype(error_dtype)
 
@@ -1104,15 +1043,15 @@ def error_feedback(
             bound_axis_size(owner, axis_name)
             check_per_device(owner, updates, axis_name)
         corrected = jax.tree.map(_add_residual, updates, error)
-        carry, key = _next_keys(state.key, axis_name)
-        payload = compressor.compress(_rounding_key(key, key_impl), corrected)
+        carry, key = keys.next_keys(state.key, axis_name)
+        payload = compressor.compress(keys.rounding_key(key, key_impl), corrected)
         # In the compute dtype, and sharded like the gradient on an Explicit mesh.
         sent = jax.tree.map(sharded_like, compressor.decompress(payload), corrected)
         new_error = jax.tree.map(_unsent, corrected, sent, error)
         if axis_name is None:
             out = jax.tree.map(lambda c, g: c.astype(g.dtype), sent, updates)
         else:
-            out = _gather_mean(compressor, payload, updates, axis_name, owner)
+            out = gather_mean(compressor, payload, updates, axis_name, owner)
             new_error = jax.tree.map(lambda e: as_per_device(e, axis_name, init=False), new_error)
         new_state = ErrorFeedbackState(
             count=optax.safe_increment(state.count), key=carry, error=new_error

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdtx._core import dtypes, validation
+from gdtx._core import dtypes, keys, validation
 from gdtx._core.collectives import (
     as_per_device,
     axis_index,
@@ -46,16 +46,8 @@ from gdtx._core.collectives import (
     local_view,
     sharded_like,
 )
-from gdtx.compression import (
-    _KEY_IMPLS,
-    QSGD,
-    Compressor,
-    _check_compressor,
-    _check_seed,
-    _gather_mean,
-    _next_keys,
-    _rounding_key,
-)
+from gdtx._core.compressed_collectives import check_compressor, gather_mean
+from gdtx.compression import QSGD, Compressor
 
 _MEMORY_CONSTANT = 2.0  # the official alpha = 1 / (2 (omega + 1))
 
@@ -220,12 +212,12 @@ def _artemis(
     memory_dtype,
     key_impl,
 ):
-    _check_compressor(owner, compressor)
+    check_compressor(owner, compressor, Compressor)
     if down_compressor is not None:
-        _check_compressor(owner, down_compressor)
+        check_compressor(owner, down_compressor, Compressor)
     check_axis_name(owner, axis_name)
-    _check_seed(owner, seed)
-    validation.check_choice(owner, "key_impl", key_impl, _KEY_IMPLS)
+    keys.check_seed(owner, seed)
+    keys.check_key_impl(owner, key_impl)
     _check_rate(owner, "alpha", alpha)
     _check_rate(owner, "down_alpha", down_alpha)
     validation.check_flags(
@@ -271,7 +263,7 @@ def _artemis(
         num_devices = bound_axis_size(owner, axis_name)
         check_per_device(owner, updates, axis_name)
         # As compressed_mean: split the carried key; worker i folds in its index i.
-        carry, step = _next_keys(state.key, None)
+        carry, step = keys.next_keys(state.key, None)
         # On one device the index is the constant 0: the state then stays typed
         # replicated under shard_map (axis_index is varying even on a size-1 axis).
         index = 0 if num_devices == 1 else axis_index(axis_name)
@@ -282,9 +274,9 @@ def _artemis(
             return g.astype(cdt) - m.astype(cdt)
 
         delta = jax.tree.map(difference, updates, h)
-        payload = compressor.compress(_rounding_key(device_key, key_impl), delta)
+        payload = compressor.compress(keys.rounding_key(device_key, key_impl), delta)
         sent = jax.tree.map(sharded_like, compressor.decompress(payload), delta)
-        mean_sent = _gather_mean(compressor, payload, delta, axis_name, owner)
+        mean_sent = gather_mean(compressor, payload, delta, axis_name, owner)
         rates = _rates(compressor, alpha, updates)
 
         def estimate(d, m):
@@ -313,7 +305,7 @@ def _artemis(
                     lambda v, e: v + ef_coef * e.astype(v.dtype), value, state.down_error
                 )
             omega = down_compressor.decompress(
-                down_compressor.compress(_rounding_key(down_key, key_impl), value)
+                down_compressor.compress(keys.rounding_key(down_key, key_impl), value)
             )
             omega = jax.tree.map(lambda o, v: sharded_like(o.astype(v.dtype), v), omega, value)
             if use_error:
