@@ -676,9 +676,12 @@ def sam(
             cdt = dtypes.compute_dtype(g, w)
             return jnp.abs(w).astype(cdt) if adaptive else jnp.ones([], cdt)
 
-        scales = jax.tree.map(leaf_scale, updates, params)
-        scaled = jax.tree.map(lambda t, g: t * g.astype(t.dtype), scales, updates)
-        norm = optax.tree.norm(scaled)
+        def scale_terms():
+            """``(T, T g)`` per leaf."""
+            scales = jax.tree.map(leaf_scale, updates, params)
+            return scales, jax.tree.map(lambda t, g: t * g.astype(t.dtype), scales, updates)
+
+        norm = optax.tree.norm(scale_terms()[1])
         rho_ = jnp.asarray(rho, norm.dtype)
         factor = rho_ / (norm + jnp.asarray(eps, norm.dtype))
         perturb = (norm > 0) & (rho_ > 0)
@@ -688,11 +691,20 @@ def sam(
                 e = factor.astype(tg.dtype) * t * tg
                 return (w.astype(tg.dtype) + e).astype(w.dtype)
 
-            grads = grad_fn(jax.tree.map(shift, params, scales, scaled))
+            # T and T g are recomputed from w and g here rather than passed in:
+            # arrays that enter a conditional are materialised first (ASAM's |w|
+            # and |w| g were two leaf-sized temporaries, written and read again).
+            grads = grad_fn(jax.tree.map(shift, params, *scale_terms()))
             _check_grad_fn_result(owner, grads, updates)
             return jax.tree.map(lambda g, u: g.astype(u.dtype), grads, updates)
 
-        sam_grads = jax.lax.cond(perturb, perturbed_gradient, lambda _: updates, None)
+        def unperturbed_gradient(_):
+            # `g` itself (perturb is False here), but as a select: a branch that
+            # returns its operand makes XLA copy the gradient into the
+            # conditional's result before it runs, on every step.
+            return jax.tree.map(lambda u: jnp.where(perturb, jnp.zeros_like(u), u), updates)
+
+        sam_grads = jax.lax.cond(perturb, perturbed_gradient, unperturbed_gradient, None)
         inner_updates, inner_state = inner.update(sam_grads, state.inner_state, params, **extra)
         new_state = SAMState(count=optax.safe_increment(state.count), inner_state=inner_state)
         return inner_updates, new_state

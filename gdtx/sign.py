@@ -366,14 +366,17 @@ def _scale_by_signum_vote(owner, beta, axis_name, wire, mu_dtype):
         del params, extra_args
         local_mu = jax.tree.map(lambda m: local_view(owner, m, "momentum"), state.mu)
         validation.check_like_state(owner, updates, local_mu)
-        pairs = jax.tree.map(lambda g, m: _signum_leaf(g, m, beta), updates, local_mu)
-        signs, mu = unzip(pairs, updates, 2)
-        voted = _vote(owner, signs, axis_name, wire)
-        new_state = SignumVoteState(
-            count=optax.safe_increment(state.count),
-            mu=jax.tree.map(lambda m: as_per_device(m, axis_name, init=False), mu),
+        # The momentum is computed in the stored (1, ...) layout and the signs are
+        # taken from that result: computed on the local view and reshaped, XLA
+        # recomputes it inside the packing loop, which then reads the donated
+        # `mu` after its in-place update and forces a full copy of it.
+        pairs = jax.tree.map(
+            lambda g, m: _signum_leaf(jnp.asarray(g)[None], m, beta), updates, state.mu
         )
-        return voted, new_state
+        signs, mu = unzip(pairs, updates, 2)
+        signs = jax.tree.map(lambda s: s[0], signs)
+        voted = _vote(owner, signs, axis_name, wire)
+        return voted, SignumVoteState(count=optax.safe_increment(state.count), mu=mu)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
