@@ -169,6 +169,28 @@ def _rates(compressor, rate, tree):
 # --- the transformation -------------------------------------------------------------------------
 
 
+def _move(m, d, a):
+    """The memory moved towards the message, ``m + a d``, stored in ``m``'s dtype."""
+    return (m.astype(d.dtype) + a * d).astype(m.dtype)
+
+
+def _plus_memory(d, m, moved, a):
+    """``d + m`` (the estimate ``ghat``, the received ``Omega + H``), given ``moved = m + a d``.
+
+    Where the moved memory is stored in ``d``'s dtype it is read from that:
+    ``(m + a d) + (1 - a) d``. The memory is a donated buffer that the step
+    overwrites in place, and an estimate read from the old ``m`` is read again by
+    the loops that consume the update (the optimizer's), with no order against that
+    write: XLA copied the memory every step. The two differ by rounding only (a
+    few ulps of the larger of ``|m|`` and ``|d|``; equal for ``a`` = 0 or 1). A
+    memory kept in a narrower dtype keeps ``d + m``: read back from its rounded new
+    value the estimate would lose the memory's precision.
+    """
+    if moved.dtype == d.dtype:
+        return moved + (1 - a) * d
+    return d + m.astype(d.dtype)
+
+
 class ArtemisState(NamedTuple):
     """State of :func:`artemis` and :func:`diana`.
 
@@ -278,18 +300,14 @@ def _artemis(
         sent = jax.tree.map(sharded_like, compressor.decompress(payload), delta)
         mean_sent = gather_mean(compressor, payload, delta, axis_name, owner)
         rates = _rates(compressor, alpha, updates)
-
-        def estimate(d, m):
-            return d + m.astype(d.dtype)
-
-        ghat = jax.tree.map(estimate, mean_sent, state.hbar)
-
-        def move(m, d, a):
-            return (m.astype(d.dtype) + a * d).astype(m.dtype)
-
-        new_h = jax.tree.map(move, h, sent, rates)
-        new_h = jax.tree.map(lambda m: as_per_device(m, axis_name, init=False), new_h)
-        new_hbar = jax.tree.map(move, state.hbar, mean_sent, rates)
+        # h moves as the stored per-device leaf (leading device dimension), the message
+        # stacked to match, not as local_view's slice re-stacked by as_per_device: a
+        # donated buffer is updated in place only through elementwise ops, and the
+        # slice and the stacking (bitcasts in the fused loop) made XLA write the new h
+        # to a temporary and copy it back every step.
+        new_h = jax.tree.map(lambda m, d, a: _move(m, d[None], a), state.h, sent, rates)
+        new_hbar = jax.tree.map(_move, state.hbar, mean_sent, rates)
+        ghat = jax.tree.map(_plus_memory, mean_sent, state.hbar, new_hbar, rates)
 
         new_down_memory, new_down_error = state.down_memory, state.down_error
         if not down:
@@ -314,10 +332,9 @@ def _artemis(
                 )
             if use_memory:
                 down_rates = _rates(down_compressor, down_alpha, updates)
-                received = jax.tree.map(
-                    lambda o, m: o + m.astype(o.dtype), omega, state.down_memory
-                )
-                new_down_memory = jax.tree.map(move, state.down_memory, omega, down_rates)
+                memory = state.down_memory
+                new_down_memory = jax.tree.map(_move, memory, omega, down_rates)
+                received = jax.tree.map(_plus_memory, omega, memory, new_down_memory, down_rates)
             else:
                 received = omega
             out = ghat if non_degraded else received

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +29,8 @@ from gdtx.distributed import recording_exchanges
 from tests import tiny_digits as td
 
 P = jax.sharding.PartitionSpec
+# The module (gdtx.diana is also the function, in the package namespace).
+diana_module = importlib.import_module("gdtx.diana")
 Z_MAX = 6.0
 
 
@@ -362,3 +366,75 @@ def test_complex_gradients_are_compressed_as_their_real_form():
     assert outs[-1].dtype == jnp.complex64 and state.h.dtype == jnp.complex64
     np.testing.assert_allclose(outs[-1][0], g.mean(0), atol=1e-5)
     assert default_alpha(gdtx.qsgd(1), (6,), jnp.complex64) == default_alpha(gdtx.qsgd(1), (12,))
+
+
+# --- the compiled step: the memories are updated in place (issue 21) ------------------------
+
+
+def _float_copies(tx, n=4096):
+    """Float array ``copy`` ops in the compiled, donated step ``tx`` + Adam on one device."""
+    tx = optax.chain(tx, optax.adam(1e-2))
+    mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
+
+    def step(params, state, grads):
+        update = jax.shard_map(
+            lambda g, s, p: tx.update(g, s, p), mesh=mesh, in_specs=P(), out_specs=P()
+        )
+        updates, state = update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    params = jnp.zeros(n)
+    jitted = jax.jit(step, donate_argnums=(0, 1))
+    compiled = jitted.lower(params, jax.jit(tx.init)(params), params).compile()
+    entry = compiled.as_text().split("\nENTRY")[1]
+    return re.findall(r"= (?:f32|bf16|c64)\[[\d,]+\]\S* copy\(\S*", entry)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: diana(gdtx.qsgd(4, bucket_size=4), axis_name="data"),
+        lambda: artemis(
+            gdtx.qsgd(4, bucket_size=4),
+            axis_name="data",
+            down_compressor=gdtx.qsgd(8, bucket_size=4),
+            down_memory=True,
+            down_error_feedback=True,
+        ),
+        lambda: artemis(
+            gdtx.qsgd(4, bucket_size=4),
+            axis_name="data",
+            down_compressor=gdtx.qsgd(8, bucket_size=4),
+            down_memory=True,
+            non_degraded=True,
+        ),
+    ],
+    ids=["diana", "artemis_memory_ef", "artemis_nd"],
+)
+def test_the_compiled_step_copies_no_memory(make):
+    # h was written to a temporary and copied back (its update went through the
+    # per-device slice and re-stacking), and hbar / the downlink memory H were
+    # copied whole because the update the optimizer reads was hbar + ... / omega + H,
+    # read with no order against their in-place write (see diana._plus_memory).
+    assert _float_copies(make()) == []
+
+
+def test_the_estimate_is_read_from_the_moved_memory_only_in_the_same_dtype():
+    rng = np.random.default_rng(3)
+    d = jnp.asarray(rng.normal(size=1000), jnp.float32)
+    m32 = jnp.asarray(rng.normal(size=1000), jnp.float32)
+    a = 0.3
+    moved = diana_module._move(m32, d, a)
+    got = diana_module._plus_memory(d, m32, moved, a)
+    np.testing.assert_array_equal(got, (m32 + a * d) + (1 - a) * d)
+    exact = np.asarray(m32, np.float64) + np.asarray(d, np.float64)
+    # Rounding only: a few ulps of the larger operand (three roundings instead of one).
+    ulp = np.spacing(np.maximum(np.abs(m32), np.abs(d)))
+    assert np.max(np.abs(np.asarray(got, np.float64) - exact) / ulp) <= 2
+    # A bfloat16 memory: the estimate is d + m from the memory itself, never from
+    # its rounded new value (which would lose 16 bits of the estimate).
+    m16 = m32.astype(jnp.bfloat16)
+    moved16 = diana_module._move(m16, d, a)
+    np.testing.assert_array_equal(
+        diana_module._plus_memory(d, m16, moved16, a), d + m16.astype(jnp.float32)
+    )
