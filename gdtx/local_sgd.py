@@ -266,9 +266,16 @@ def _periodic_average(owner, inner, every, axis_name, outer, average_state):
         validation.check_state_type(owner, state, PeriodicAverageState)
         num_devices = bound_axis_size(owner, axis_name)
         check_per_device(owner, updates, axis_name)
-        inner_state = jax.tree.map(lambda x: local_view(owner, x, "inner state"), state.inner)
-        step_updates, inner_new = inner.update(updates, inner_state, params, **extra_args)
-        theta = optax.apply_updates(params, step_updates)
+        # The inner step runs on the stored (1, ...) layout of its state, under a
+        # vmap of length one: on the local view (x[0]) its new moments would be
+        # reshaped back on the way out, and XLA would recompute them inside the
+        # parameter loop, which then reads the donated old state after its
+        # in-place update and forces a full copy of each moment.
+        jax.tree.map(lambda x: local_view(owner, x, "inner state"), state.inner)
+        step_updates, inner_new = jax.vmap(
+            lambda s: inner.update(updates, s, params, **extra_args), axis_size=1
+        )(state.inner)
+        theta = optax.apply_updates(params, jax.tree.map(lambda u: u[0], step_updates))
         count = optax.safe_increment(state.count)
 
         def sync(theta, inner_new, anchor, outer_state):
@@ -302,7 +309,6 @@ def _periodic_average(owner, inner, every, axis_name, outer, average_state):
                 count % every == 0, sync, lambda *xs: xs, *operands
             )
         out = jax.tree.map(lambda n, p: (n - p).astype(p.dtype), new_theta, params)
-        inner_new = jax.tree.map(lambda x: as_per_device(x, axis_name, init=False), inner_new)
         new_state = state_type(count=count, inner=inner_new, anchor=anchor, outer=outer_state)
         return out, new_state
 

@@ -126,3 +126,25 @@ def test_sam_step_copies_no_gradient_and_keeps_one_temporary(adaptive, momentum)
     assert leaf_copies(compiled.as_text()) == []
     # The one temporary is the gradient at w + e (the conditional's result).
     assert temp_leaves(compiled) < 1.1
+
+
+# --- local SGD: DiLoCo and periodic averaging ------------------------------------------
+
+
+@pytest.mark.parametrize("every", [1, 4])
+@pytest.mark.parametrize("kind", ["diloco_adam", "mfl_sgd"])
+def test_local_sgd_step_copies_no_inner_state(kind, every):
+    # The inner optimizer runs on its state's stored (1, ...) layout (a vmap of
+    # length one): run on the local view, its new moments were reshaped on the
+    # way out, recomputed in the parameter loop, and both donated moments copied.
+    from gdtx.local_sgd import diloco, periodic_average
+
+    if kind == "diloco_adam":
+        tx = diloco(optax.adam(1e-2), axis_name="data", every=every, outer_momentum=0.5)
+    else:
+        tx = periodic_average(optax.sgd(0.1, momentum=0.9), every, "data")
+    compiled = compile_step(tx, jnp.zeros(N), jnp.ones(N), axis_name="data")
+    assert leaf_copies(compiled.as_text()) == []
+    # What is left is the averaging's: the all-reduce's operands (the local model,
+    # and MFL's momentum) and a result of its own, even on one device.
+    assert temp_leaves(compiled) < {"diloco_adam": 2.1, "mfl_sgd": 3.1}[kind]
