@@ -148,3 +148,28 @@ def test_local_sgd_step_copies_no_inner_state(kind, every):
     # What is left is the averaging's: the all-reduce's operands (the local model,
     # and MFL's momentum) and a result of its own, even on one device.
     assert temp_leaves(compiled) < {"diloco_adam": 2.1, "mfl_sgd": 3.1}[kind]
+
+
+# --- diffGrad: the one copy XLA:CPU keeps -----------------------------------------------
+
+
+def _copied(text: str) -> list[str]:
+    """The operands of the leaf-sized copies, e.g. ``["s_0__prev_grad.1", "g.1"]``."""
+    return sorted(re.search(r"copy(?:-start)?\(%([^)\s,]+)", c).group(1) for c in leaf_copies(text))
+
+
+def test_diffgrad_step_copies_no_moment_and_prev_grad_once():
+    # The new prev_grad is g, written over the donated old one, which the parameter
+    # loop (outside the transformation: apply_updates) still reads for the
+    # friction. XLA:CPU orders loops by data dependence only and nothing the
+    # transformation returns can depend on that loop, so it saves the old
+    # prev_grad first (one copy) and then writes g (the state write itself, a copy
+    # of an input). The exact reformulations tried keep this pass or add one (the
+    # new prev_grad as a select: 1 copy and 1 more loop; optimisation barriers:
+    # expanded before fusion; a materialised friction or update: as many passes).
+    # What this pins is that mu and nu are never copied.
+    compiled = compile_step(gdtx.diffgrad(1e-2), jnp.zeros(N), jnp.ones(N))
+    copied = _copied(compiled.as_text())
+    assert len(copied) == 2, copied
+    assert copied[0].startswith("g") and "prev_grad" in copied[1], copied
+    assert temp_leaves(compiled) < 1.1  # the saved prev_grad
