@@ -43,7 +43,9 @@ An all-gather grows with ``N`` while a ring all-reduce does not, so packing
 pays only for small ``N``: at ``N = 8`` the packed gather and the int8
 all-reduce move the same bytes, above 8 the int8 all-reduce wins (up to 127
 devices, then int16 and the crossover moves to 16). ``wire="auto"`` picks,
-leaf by leaf, the exact mode with the fewest bytes (a tie goes to packed).
+leaf by leaf, the exact mode with the fewest bytes (a tie goes to packed, except
+on one device, where nothing crosses the wire in any mode and the int8 psum skips
+the packing work).
 """
 
 from __future__ import annotations
@@ -285,7 +287,10 @@ def wire_bytes(wire: str, num_devices: int, size: int) -> float:
 def choose_wire(num_devices: int, size: int) -> str:
     """The exact wire mode with the fewest bytes received per device; a tie goes to packed.
 
-    What ``wire="auto"`` picks per leaf (see :func:`wire_bytes`).
+    What ``wire="auto"`` picks per leaf (see :func:`wire_bytes`). On one device
+    every mode receives nothing, and the integer psum is chosen: the result is
+    the same and it skips the packing and unpacking, which on a CPU cost more
+    than the rest of a Signum vote step.
 
     Args:
       num_devices: devices along the axis.
@@ -298,6 +303,8 @@ def choose_wire(num_devices: int, size: int) -> str:
       >>> from gdtx.distributed import choose_wire
       >>> choose_wire(8, 1000), choose_wire(9, 1000), choose_wire(200, 1000)
       ('packed', 'int8', 'int16')
+      >>> choose_wire(1, 1000)
+      'int8'
 
     References:
       Bernstein et al., `signSGD with Majority Vote is Communication Efficient
@@ -306,6 +313,8 @@ def choose_wire(num_devices: int, size: int) -> str:
       algorithms for clusters of workstations*, JPDC 2009.
     """
     integer = smallest_int_wire(num_devices)
+    if num_devices == 1:
+        return integer
     # Compare N (N-1) ceil(n/4) with 2 (N-1) k n: integers, so a tie is a tie.
     width = np.dtype(_INT_WIRES[integer]).itemsize
     packed_cost = num_devices * (num_devices - 1) * -(-size // 4)
@@ -429,8 +438,9 @@ def majority_vote(
     - ``"auto"``: per leaf of ``n`` coordinates, the exact mode with the fewest
       bytes received per device: the packed all-gather ``(N-1) ceil(n/4)``, or a
       ring all-reduce ``2 (N-1)/N k n`` of the narrowest integer (``k`` bytes)
-      that cannot overflow; a tie goes to packed. At ``N <= 8`` that is packed
-      (for ``n`` a multiple of 4 at exactly 8), above it int8 (int16 past 127).
+      that cannot overflow; a tie goes to packed. At ``2 <= N <= 8`` that is
+      packed (for ``n`` a multiple of 4 at exactly 8), above it int8 (int16 past
+      127); on one device, where no mode sends anything, int8 (no packing work).
 
     Parameters must be real: the wire carries signs of real numbers, so ``init``
     raises a ``TypeError`` naming the leaf for a complex (or integer) parameter;

@@ -220,7 +220,7 @@ def test_int8_raises_above_127_devices_and_auto_widens():
 @pytest.mark.parametrize(
     ("n_dev", "size", "expected"),
     [
-        (1, 10, "packed"),  # nothing crosses the wire: a tie
+        (1, 10, "int8"),  # nothing crosses the wire in any mode: no packing work
         (2, 1000, "packed"),
         (4, 1001, "packed"),
         (8, 1000, "packed"),  # (N-1) n/4 == 2 (N-1)/N n at N = 8: a tie goes to packed
