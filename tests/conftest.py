@@ -18,9 +18,11 @@ from hypothesis import settings
 
 # The eight simulated devices share CI's two cores with another xdist worker. When
 # one device's thread reaches a collective more than 40 s after the others, XLA:CPU's
-# default rendezvous timeout aborts the whole worker process (and pytest-xdist's
-# loadgroup scheduler can then hang waiting for it, pytest-xdist#1378): wait up to
-# ten minutes instead. The flag came to XLA in October 2025 (openxla/xla#32115) and
+# default rendezvous timeout aborts the whole worker process: "Fatal Python error:
+# Aborted", XLA's own message lost in pytest's capture (reproduced with a 1 s timeout
+# on tests/test_data_parallel.py under load), and pytest-xdist's loadgroup scheduler
+# could then hang waiting for it (pytest-xdist#1378). Wait up to ten minutes instead.
+# The flag came to XLA in October 2025 (openxla/xla#32115) and
 # an older jaxlib aborts on an unknown flag: it is set from the pinned 0.10 series on.
 _RENDEZVOUS_TIMEOUT = "--xla_cpu_collective_call_terminate_timeout_seconds=600"
 _JAXLIB = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
