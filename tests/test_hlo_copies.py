@@ -12,8 +12,9 @@ a collective row) and reads the compiled entry computation:
   step writes and reads back besides its inputs and outputs.
 
 The formulations that keep both at their minimum are explained where they are
-written (gdtx/sign.py, gdtx/sharpness.py, gdtx/local_sgd.py, gdtx/robust.py).
-AdaBelief's own pin is in tests/test_belief.py.
+written (gdtx/sign.py, gdtx/sharpness.py, gdtx/local_sgd.py); diffGrad keeps the
+one copy that XLA:CPU cannot avoid (see its test). AdaBelief's own pin is in
+tests/test_belief.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import optax
 import pytest
 
 import gdtx
+from gdtx.local_sgd import diloco, periodic_average
 
 N = 4096
 _ARRAY_COPY = re.compile(r"=\s*([a-z]+\d*)\[([\d,]+)\]\S*\s+copy(?:-start)?\(")
@@ -138,8 +140,6 @@ def test_local_sgd_step_copies_no_inner_state(kind, every):
     # The inner optimizer runs on its state's stored (1, ...) layout (a vmap of
     # length one): run on the local view, its new moments were reshaped on the
     # way out, recomputed in the parameter loop, and both donated moments copied.
-    from gdtx.local_sgd import diloco, periodic_average
-
     if kind == "diloco_adam":
         tx = diloco(optax.adam(1e-2), axis_name="data", every=every, outer_momentum=0.5)
     else:
