@@ -32,6 +32,24 @@ import textwrap
 # GPU convolution gradients use atomics by default, so two runs of the same
 # config would differ in the last bits; the comparison must be reproducible.
 _DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
+# Simulated CPU devices (data_parallel_devices) on a busy machine can reach a
+# collective more than XLA:CPU's default 40 s apart, which aborts the run
+# ("Fatal Python error: Aborted"); the flag exists from jaxlib 0.10 on (an older
+# jaxlib aborts on an unknown flag).
+_RENDEZVOUS_TIMEOUT_XLA_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds=600"
+
+
+def _xla_flags(flags: str) -> str:
+    """``flags`` (the user's XLA_FLAGS) plus gdtx-train's own, where not set already."""
+    import jaxlib
+
+    if _DETERMINISTIC_XLA_FLAG not in flags:
+        flags = f"{flags} {_DETERMINISTIC_XLA_FLAG}"
+    jaxlib_version = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
+    if jaxlib_version >= (0, 10) and "collective_call_terminate" not in flags:
+        flags = f"{flags} {_RENDEZVOUS_TIMEOUT_XLA_FLAG}"
+    return flags.strip()
+
 
 # Top-level modules needed by the experiments beyond jax/optax/chex; they
 # come with the ``examples`` extra (``pip install -e ".[examples]"`` in a clone).
@@ -302,8 +320,7 @@ def run(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
-    if _DETERMINISTIC_XLA_FLAG not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DETERMINISTIC_XLA_FLAG}"
+    os.environ["XLA_FLAGS"] = _xla_flags(os.environ.get("XLA_FLAGS", ""))
     from absl import app, flags
 
     _define_flags()

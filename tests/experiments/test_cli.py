@@ -177,3 +177,17 @@ def test_verbosity_0_shows_the_library_info_lines(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert ABSL_INFO_LINE.search(proc.stderr), proc.stderr
     assert "checkpoint_manager" in proc.stderr
+
+
+def test_gdtx_train_adds_its_xla_flags_and_keeps_the_users():
+    from gdtx.experiments import main
+
+    flags = main._xla_flags("--xla_force_host_platform_device_count=8").split()
+    assert flags[0] == "--xla_force_host_platform_device_count=8"
+    assert main._DETERMINISTIC_XLA_FLAG in flags
+    # the pinned jaxlib has the rendezvous timeout flag: simulated devices on a busy
+    # machine must not abort the run after XLA's default 40 s
+    assert main._RENDEZVOUS_TIMEOUT_XLA_FLAG in flags
+    assert main._xla_flags(" ".join(flags)).split() == flags  # idempotent
+    own = "--xla_cpu_collective_call_terminate_timeout_seconds=60"
+    assert main._xla_flags(own).split() == [own, main._DETERMINISTIC_XLA_FLAG]
