@@ -296,7 +296,10 @@ class QSGD(Compressor):
         # in [-1, 1]: squaring v itself overflows for |v| ~ 1e19 in float32 and
         # underflows to a zero norm (all-zero codes) for |v| ~ 1e-20. A NaN or an
         # infinity makes the bucket's scale NaN, so the bucket decodes to NaN.
-        peak = jnp.max(jnp.abs(buckets), axis=1)
+        # max |v| as |max(max v, -min v)| (equal bit for bit, also for NaN, inf and
+        # -0): two reductions of v itself, where max(|v|) made XLA:CPU write |v| to
+        # a leaf-sized temporary and reduce that (2.5x slower for buckets of 4).
+        peak = jnp.abs(jnp.maximum(jnp.max(buckets, axis=1), -jnp.min(buckets, axis=1)))
         unit = jnp.abs(buckets) / jnp.where(peak > 0, peak, 1)[:, None]
         if self.norm == "l2":
             unit_norm = jnp.sqrt(jnp.sum(unit * unit, axis=1))  # in [1, sqrt(d)] (or 0)
