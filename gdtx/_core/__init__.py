@@ -11,5 +11,7 @@
 - :mod:`gdtx._core.trees`: tree helpers optax does not have (unzipping per-leaf tuples).
 - :mod:`gdtx._core.collectives`: mesh-axis helpers, per-device state, the replicated all-gather.
 - :mod:`gdtx._core.bits`: fixed-width codes packed into uint32 words (compression payloads).
+- :mod:`gdtx._core.keys`: the PRNG key a stochastic transformation carries in its state.
+- :mod:`gdtx._core.compressed_collectives`: the compressor checks and the gathered mean of payloads.
 - :mod:`gdtx._core.hlo`: the collectives of a compiled step, read from its HLO text.
 """
