@@ -172,6 +172,10 @@ def _global_norm(tree: Any, norm: str, dtype: Any) -> jax.Array:
     """The l2 or l1 norm of all leaves flattened into one vector, in ``dtype``."""
     total = jnp.zeros((), dtype)
     for g in jax.tree.leaves(tree):
+        # The barrier keeps XLA from merging this g * g with the g * g of an Adam chained
+        # after the recorder: the shared product had two users, so XLA:CPU wrote it to a
+        # leaf-sized temporary before reducing it (3 passes over g instead of 1).
+        g = jax.lax.optimization_barrier(g)
         wide = g.astype(jnp.promote_types(g.dtype, dtype))  # bfloat16 sums in float32
         part = dtypes.abs_sq(wide) if norm == "l2" else jnp.abs(wide)
         total = total + jnp.sum(part).astype(dtype)

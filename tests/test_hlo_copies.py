@@ -12,8 +12,8 @@ a collective row) and reads the compiled entry computation:
   step writes and reads back besides its inputs and outputs.
 
 The formulations that keep both at their minimum are explained where they are
-written (gdtx/sign.py, gdtx/sharpness.py, gdtx/local_sgd.py); diffGrad keeps the
-one copy that XLA:CPU cannot avoid (see its test). AdaBelief's own pin is in
+written (gdtx/sign.py, gdtx/sharpness.py, gdtx/local_sgd.py, gdtx/schedules.py);
+diffGrad keeps the one copy that XLA:CPU cannot avoid (see its test). AdaBelief's own pin is in
 tests/test_belief.py.
 """
 
@@ -133,3 +133,17 @@ def test_diffgrad_step_copies_no_moment_and_prev_grad_once():
     assert len(copied) == 2, copied
     assert copied[0].startswith("g") and "prev_grad" in copied[1], copied
     assert temp_leaves(compiled) < 1.1  # the saved prev_grad
+
+
+# --- record_grad_norm before Adam: the norm reads g once --------------------------------
+
+
+@pytest.mark.parametrize("norm", ["l2", "l1"])
+def test_recorded_norm_reads_the_gradient_without_a_temporary(norm):
+    # The l2 norm's g * g is also Adam's: merged into one product with two users,
+    # XLA:CPU wrote it to a leaf-sized temporary and reduced that (1 write and 2
+    # reads of a leaf instead of 1 read). gdtx.schedules keeps them apart.
+    tx = optax.chain(gdtx.schedules.record_grad_norm(norm), optax.adam(1e-2))
+    compiled = compile_step(tx, jnp.zeros(N), jnp.ones(N))
+    assert leaf_copies(compiled.as_text()) == []
+    assert temp_leaves(compiled) < 0.1
