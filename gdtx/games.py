@@ -165,20 +165,25 @@ def conjugate_gradient(
     threshold = jnp.maximum(jnp.asarray(tol, dtype) * _vdot(b, b, dtype), jnp.asarray(atol, dtype))
 
     def cond(carry):
-        i, _, _, _, rr = carry
+        i, _, _, _, rr, _ = carry
         return (i < max_iters) & (rr > threshold)
 
     def body(carry):
-        i, x, r, p, rr = carry
+        # The direction is updated first (p <- r + beta p, beta = 0 at the first
+        # iteration), so no loop reads the old p after the one that overwrites it in
+        # place: updated last, x's update still read it and XLA copied p every iteration.
+        i, x, r, p, rr, beta = carry
+        p = _axpy(beta, p, r)
         ap = matvec(p)
         alpha = rr / _vdot(p, ap, dtype)
         x = _axpy(alpha, p, x)
         r = _axpy(-alpha, ap, r)
         rr_new = _vdot(r, r, dtype)
-        p = _axpy(rr_new / rr, p, r)
-        return i + 1, x, r, p, rr_new
+        return i + 1, x, r, p, rr_new, rr_new / rr
 
-    carry = (jnp.zeros((), jnp.int32), x0, r, r, rr)
+    # The first direction is r; b only lends its buffer (0 b + r = r), where starting
+    # from r itself made XLA copy it: one array cannot be both r and p.
+    carry = (jnp.zeros((), jnp.int32), x0, r, b, rr, jnp.zeros((), dtype))
     i, x, *_ = jax.lax.while_loop(cond, body, carry)
     return x, i
 

@@ -386,3 +386,20 @@ def test_the_alternating_step_moves_the_params_from_the_scaled_solutions(factory
     assert _leaf_arrays(cond.split(" conditional(")[0]) == 2  # z_x, z_y
     fusions = [line for line in _entry_lines(text) if re.search(r"= f32\[\d+\]\S* fusion\(", line)]
     assert len(fusions) == loops  # the moved params, and ACGD's new second moments
+
+
+def test_conjugate_gradient_copies_no_vector():
+    # The body updates the direction first (p <- r + beta p), so no loop reads the
+    # old p after the one that overwrites it in place, and p starts in b's buffer
+    # (0 b + r = r) rather than in a second copy of r. Updated last, p was copied
+    # every iteration (x's update still read it); started as r, once more.
+    a = jnp.linspace(1.0, 2.0, N)
+
+    def solve(g, x0):
+        matvec = lambda v: a * v  # noqa: E731
+        return conjugate_gradient(matvec, 0.5 * g, x0, tol=1e-12, atol=0.0, max_iters=N)
+
+    text = jax.jit(solve, donate_argnums=1).lower(a, jnp.zeros(N)).compile().as_text()
+    assert re.findall(rf"f32\[{N}\]\S* copy\(", text) == []
+    x, _ = jax.jit(solve)(a, jnp.zeros(N))
+    np.testing.assert_allclose(x, 0.5, rtol=1e-5)
