@@ -165,20 +165,25 @@ def conjugate_gradient(
     threshold = jnp.maximum(jnp.asarray(tol, dtype) * _vdot(b, b, dtype), jnp.asarray(atol, dtype))
 
     def cond(carry):
-        i, _, _, _, rr = carry
+        i, _, _, _, rr, _ = carry
         return (i < max_iters) & (rr > threshold)
 
     def body(carry):
-        i, x, r, p, rr = carry
+        # The direction is updated first (p <- r + beta p, beta = 0 at the first
+        # iteration), so no loop reads the old p after the one that overwrites it in
+        # place: updated last, x's update still read it and XLA copied p every iteration.
+        i, x, r, p, rr, beta = carry
+        p = _axpy(beta, p, r)
         ap = matvec(p)
         alpha = rr / _vdot(p, ap, dtype)
         x = _axpy(alpha, p, x)
         r = _axpy(-alpha, ap, r)
         rr_new = _vdot(r, r, dtype)
-        p = _axpy(rr_new / rr, p, r)
-        return i + 1, x, r, p, rr_new
+        return i + 1, x, r, p, rr_new, rr_new / rr
 
-    carry = (jnp.zeros((), jnp.int32), x0, r, r, rr)
+    # The first direction is r; b only lends its buffer (0 b + r = r), where starting
+    # from r itself made XLA copy it: one array cannot be both r and p.
+    carry = (jnp.zeros((), jnp.int32), x0, r, b, rr, jnp.zeros((), dtype))
     i, x, *_ = jax.lax.while_loop(cond, body, carry)
     return x, i
 
@@ -200,7 +205,8 @@ def _mixed_products(value_fn: Callable[[Any], Any], x: Any, y: Any):
     return b, bt
 
 
-def _solve_max(gx, gy, lx, ly, b, bt, warm, tol, atol, max_iters, dtype):
+def _solve_max(gx, gy, lx, ly, b, bt, warm, tol, atol, max_iters):
+    """The scaled solutions ``{"x": z_x, "y": z_y}`` with CG on the maximiser's system."""
     sx, sy = jax.tree.map(jnp.sqrt, lx), jax.tree.map(jnp.sqrt, ly)
     rhs = _mul(sy, jax.tree.map(jnp.subtract, gy, bt(_mul(lx, gx))))
 
@@ -208,13 +214,12 @@ def _solve_max(gx, gy, lx, ly, b, bt, warm, tol, atol, max_iters, dtype):
         return jax.tree.map(jnp.add, w, _mul(sy, bt(_mul(lx, b(_mul(sy, w))))))
 
     w, iters = conjugate_gradient(matvec, rhs, warm["y"], tol=tol, atol=atol, max_iters=max_iters)
-    dy = _mul(sy, w)
-    h = jax.tree.map(jnp.add, gx, b(dy))
-    dx = jax.tree.map(lambda lam, v: -lam * v, lx, h)
-    return dx, dy, {"x": _mul(sx, h), "y": w}, iters
+    h = jax.tree.map(jnp.add, gx, b(_mul(sy, w)))
+    return {"x": _mul(sx, h), "y": w}, iters
 
 
-def _solve_min(gx, gy, lx, ly, b, bt, warm, tol, atol, max_iters, dtype):
+def _solve_min(gx, gy, lx, ly, b, bt, warm, tol, atol, max_iters):
+    """The scaled solutions ``{"x": z_x, "y": z_y}`` with CG on the minimiser's system."""
     sx, sy = jax.tree.map(jnp.sqrt, lx), jax.tree.map(jnp.sqrt, ly)
     rhs = _mul(sx, jax.tree.map(jnp.add, gx, b(_mul(ly, gy))))
 
@@ -222,10 +227,19 @@ def _solve_min(gx, gy, lx, ly, b, bt, warm, tol, atol, max_iters, dtype):
         return jax.tree.map(jnp.add, w, _mul(sx, b(_mul(ly, bt(_mul(sx, w))))))
 
     w, iters = conjugate_gradient(matvec, rhs, warm["x"], tol=tol, atol=atol, max_iters=max_iters)
-    dx = jax.tree.map(lambda s, v: -s * v, sx, w)
-    h = jax.tree.map(jnp.add, gy, bt(dx))
-    dy = _mul(ly, h)
-    return dx, dy, {"x": w, "y": _mul(sy, h)}, iters
+    h = jax.tree.map(jnp.add, gy, bt(jax.tree.map(lambda s, v: -s * v, sx, w)))
+    return {"x": w, "y": _mul(sy, h)}, iters
+
+
+def _moves(lx, ly, z):
+    """``(Δx, Δy) = (-sqrt(L_x) z_x, sqrt(L_y) z_y)``: both systems' solutions in one form.
+
+    For the player the product (not CG) moves, ``sqrt(L) (sqrt(L) h)`` is ``L h``
+    up to rounding; one form lets the moves be taken after the ``lax.cond``.
+    """
+    dx = jax.tree.map(lambda lam, v: -jnp.sqrt(lam) * v, lx, z["x"])
+    dy = jax.tree.map(lambda lam, v: jnp.sqrt(lam) * v, ly, z["y"])
+    return dx, dy
 
 
 def _competitive_step(
@@ -241,34 +255,40 @@ def _competitive_step(
     atol: Any,
     max_cg_iters: Any,
 ):
-    """One CGD/ACGD step in the compute dtype; returns (updates, warm_start, iterations)."""
+    """One CGD/ACGD step in the compute dtype; returns (updates, warm_start, iterations).
+
+    ``rates(gx, gy) -> (L_x, L_y)`` must be elementwise: it is traced inside each
+    branch of the solve and once more after it, so that XLA fuses the rates into
+    the loops that read them instead of writing them out as operands of the
+    ``lax.cond``, and the moves, computed from the scaled solutions after the
+    ``cond``, fuse into ``optax.apply_updates`` instead of being written out.
+    """
     dtype = dtypes.compute_dtype(*jax.tree.leaves(grads), *jax.tree.leaves(params))
     gx, gy = _cast(grads["x"], dtype), _cast(grads["y"], dtype)
     x, y = _cast(params["x"], dtype), _cast(params["y"], dtype)
-    lx, ly = rates(gx, gy)
     b, bt = _mixed_products(value_fn, x, y)
     warm = _cast(warm_start, dtype)
     cap_x = _dim(x) if max_cg_iters is None else max_cg_iters
     cap_y = _dim(y) if max_cg_iters is None else max_cg_iters
-    args = (gx, gy, lx, ly, b, bt, warm, tol, atol)
 
     def solve_max(_):
-        return _solve_max(*args, cap_y, dtype)
+        return _solve_max(gx, gy, *rates(gx, gy), b, bt, warm, tol, atol, cap_y)
 
     def solve_min(_):
-        return _solve_min(*args, cap_x, dtype)
+        return _solve_min(gx, gy, *rates(gx, gy), b, bt, warm, tol, atol, cap_x)
 
     if solve == "max":
-        dx, dy, new_warm, iters = solve_max(None)
+        z, iters = solve_max(None)
     elif solve == "min":
-        dx, dy, new_warm, iters = solve_min(None)
+        z, iters = solve_min(None)
     else:  # odd steps (count = 0, 2, ...) solve the maximiser's system, as the official code
-        dx, dy, new_warm, iters = jax.lax.cond(count % 2 == 0, solve_max, solve_min, None)
+        z, iters = jax.lax.cond(count % 2 == 0, solve_max, solve_min, None)
+    dx, dy = _moves(*rates(gx, gy), z)
     updates = {
         "x": jax.tree.map(lambda d, g: d.astype(g.dtype), dx, grads["x"]),
         "y": jax.tree.map(lambda d, g: d.astype(g.dtype), dy, grads["y"]),
     }
-    new_warm = jax.tree.map(lambda z, old: z.astype(old.dtype), new_warm, warm_start)
+    new_warm = jax.tree.map(lambda v, old: v.astype(old.dtype), z, warm_start)
     return updates, new_warm, iters
 
 
@@ -430,20 +450,25 @@ def cgd(
     )
 
 
-def _rmsprop_rates(gx, gy, nu, count, new_count, learning_rate, max_lr, b2, eps):
-    """ACGD's per-coordinate rates ``L = sqrt(1 - b2^t) lr / (sqrt(v) + eps)`` and the new ``v``.
+def _second_moments(nu, grads, b2, dtype):
+    """RMSProp's ``v <- b2 v + (1 - b2) g^2`` over the joint tree, in the compute dtype."""
+    beta = jnp.asarray(b2, dtype)
+
+    def ema(v, g):
+        g = g.astype(dtype)
+        return beta * v.astype(dtype) + (1 - beta) * g * g
+
+    return jax.tree.map(ema, nu, grads)
+
+
+def _rmsprop_rates(nu, count, new_count, learning_rate, max_lr, b2, eps):
+    """ACGD's per-coordinate rates ``L = sqrt(1 - b2^t) lr / (sqrt(v) + eps)`` from the new ``v``.
 
     ``count`` is the 0-based step (it evaluates the schedules), ``new_count = t``
-    the bias correction's exponent; ``v`` comes back in the compute dtype.
+    the bias correction's exponent; ``nu`` is in the compute dtype.
     """
-    dtype = dtypes.compute_dtype(*jax.tree.leaves(gx), *jax.tree.leaves(gy))
-    beta = jnp.asarray(b2, dtype)
-    nu = jax.tree.map(
-        lambda v, g: beta * v.astype(dtype) + (1 - beta) * g * g,
-        nu,
-        {"x": gx, "y": gy},
-    )
-    scale = jnp.sqrt(1 - beta ** new_count.astype(dtype))
+    dtype = dtypes.compute_dtype(*jax.tree.leaves(nu))
+    scale = jnp.sqrt(1 - jnp.asarray(b2, dtype) ** new_count.astype(dtype))
     eps_ = jnp.asarray(eps, dtype)
 
     def rate(lr, v):
@@ -452,7 +477,6 @@ def _rmsprop_rates(gx, gy, nu, count, new_count, learning_rate, max_lr, b2, eps)
     return (
         jax.tree.map(lambda v: rate(learning_rate, v), nu["x"]),
         jax.tree.map(lambda v: rate(max_lr, v), nu["y"]),
-        nu,
     )
 
 
@@ -574,13 +598,12 @@ def acgd(
         count = optax.safe_increment(state.count)
         if not _has_leaves(updates):
             return updates, state._replace(count=count)
-        holder = {}
+        dtype = dtypes.compute_dtype(*jax.tree.leaves(updates), *jax.tree.leaves(params))
+        nu = _second_moments(state.nu, updates, b2, dtype)
 
         def rates(gx, gy):
-            lx, ly, holder["nu"] = _rmsprop_rates(
-                gx, gy, state.nu, state.count, count, learning_rate, max_lr, b2, eps
-            )
-            return lx, ly
+            del gx, gy  # the rates are the new second moments'
+            return _rmsprop_rates(nu, state.count, count, learning_rate, max_lr, b2, eps)
 
         new, warm, iters = _competitive_step(
             grads=updates,
@@ -594,7 +617,7 @@ def acgd(
             atol=atol,
             max_cg_iters=max_cg_iters,
         )
-        nu = jax.tree.map(lambda v, old: v.astype(old.dtype), holder["nu"], state.nu)
+        nu = jax.tree.map(lambda v, old: v.astype(old.dtype), nu, state.nu)
         return new, ACGDState(count, nu, warm, iters)
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -8,6 +8,7 @@ comparison against a transcription of the official ACGD code is in
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ import pytest
 
 from gdtx._core.extra_args import required_extra_args
 from gdtx.games import ACGDState, CGDState, acgd, cgd, conjugate_gradient
+from tests.hlo_steps import N, compile_step
 
 
 def _bilinear(a):
@@ -348,3 +350,56 @@ def test_params_must_be_the_joint_tree(factory):
 def test_bad_hyperparameters_name_the_function_and_the_argument(factory, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         factory(**kwargs)
+
+
+# --- the compiled, donated step (issue 21) ----------------------------------------------
+
+
+def _two_player_step_text(tx):
+    """HLO of the donated ``jit(update + apply_updates)`` on a coupled game, N-leaf players."""
+
+    def f(p):
+        x, y = p["x"], p["y"]
+        return jnp.sum(x * y) + 0.5 * jnp.sum(x * x) - 0.5 * jnp.sum(y * y)
+
+    params = {"x": jnp.linspace(-1.0, 1.0, N), "y": jnp.linspace(1.0, -0.5, N)}
+    return compile_step(tx, params, jax.grad(f)(params), extra={"value_fn": f}).as_text()
+
+
+def _entry_lines(text):
+    return text[text.index("\nENTRY") :].splitlines()
+
+
+def _leaf_arrays(shape_text):
+    return len(re.findall(rf"f32\[{N}\]", shape_text))
+
+
+@pytest.mark.parametrize(("factory", "loops"), [(cgd, 2), (acgd, 4)], ids=["cgd", "acgd"])
+def test_the_alternating_step_moves_the_params_from_the_scaled_solutions(factory, loops):
+    # The lax.cond of the alternating solve returns the scaled solutions z only:
+    # Δx = -sqrt(L_x) z_x and Δy = sqrt(L_y) z_y are formed after it, inside the
+    # loops of optax.apply_updates, and ACGD's rates are traced inside each branch.
+    # Returned by the cond, the moves were written out and read back (2 more
+    # leaf-sized results); ACGD's rates, its operands, 2 more entry loops.
+    text = _two_player_step_text(factory(0.1))
+    (cond,) = [line for line in _entry_lines(text) if " conditional(" in line]
+    assert _leaf_arrays(cond.split(" conditional(")[0]) == 2  # z_x, z_y
+    fusions = [line for line in _entry_lines(text) if re.search(r"= f32\[\d+\]\S* fusion\(", line)]
+    assert len(fusions) == loops  # the moved params, and ACGD's new second moments
+
+
+def test_conjugate_gradient_copies_no_vector():
+    # The body updates the direction first (p <- r + beta p), so no loop reads the
+    # old p after the one that overwrites it in place, and p starts in b's buffer
+    # (0 b + r = r) rather than in a second copy of r. Updated last, p was copied
+    # every iteration (x's update still read it); started as r, once more.
+    a = jnp.linspace(1.0, 2.0, N)
+
+    def solve(g, x0):
+        matvec = lambda v: a * v  # noqa: E731
+        return conjugate_gradient(matvec, 0.5 * g, x0, tol=1e-12, atol=0.0, max_iters=N)
+
+    text = jax.jit(solve, donate_argnums=1).lower(a, jnp.zeros(N)).compile().as_text()
+    assert re.findall(rf"f32\[{N}\]\S* copy\(", text) == []
+    x, _ = jax.jit(solve)(a, jnp.zeros(N))
+    np.testing.assert_allclose(x, 0.5, rtol=1e-5)
