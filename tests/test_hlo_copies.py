@@ -12,7 +12,7 @@ a collective row) and reads the compiled entry computation:
   step writes and reads back besides its inputs and outputs.
 
 The formulations that keep both at their minimum are explained where they are
-written (gdtx/sign.py, gdtx/sharpness.py, gdtx/local_sgd.py,
+written (gdtx/sign.py, gdtx/sharpness.py, gdtx/local_sgd.py, gdtx/robust.py,
 gdtx/_core/collectives.py); diffGrad keeps the one copy that XLA:CPU cannot avoid
 (see its test). AdaBelief's own pin is in tests/test_belief.py.
 """
@@ -29,7 +29,7 @@ import pytest
 import gdtx
 from gdtx.local_sgd import diloco, periodic_average
 from tests.hlo_steps import N, compile_step, leaf_copies, temp_leaves
-from tests.registry.robust import robust_krum_adam, robust_nnm_adam
+from tests.registry.robust import robust_cc_adam, robust_krum_adam, robust_nnm_adam
 
 
 def test_leaf_copies_finds_the_copy_of_a_donated_buffer():
@@ -139,11 +139,13 @@ def test_diffgrad_step_copies_no_moment_and_prev_grad_once():
 # --- robust_mean on one device ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("factory", [robust_nnm_adam, robust_krum_adam])
+@pytest.mark.parametrize("factory", [robust_nnm_adam, robust_krum_adam, robust_cc_adam])
 @pytest.mark.parametrize("tree", [False, True], ids=["one_leaf", "tree"])
 def test_robust_mean_step_on_one_device_makes_no_leaf_temporary(factory, tree):
     # The benchmark's rows: replicated gradients under a one-device shard_map. Their
-    # gather is x[None] (gdtx/_core/collectives.py), not an all-gather into a fresh leaf.
+    # gather is x[None] (gdtx/_core/collectives.py), not an all-gather into a fresh
+    # leaf; and centered clipping squares v - x for its norm, so no x - v shared by
+    # the norm and the move is written and read back in each iteration.
     params = {"w": jnp.zeros((64, N // 64)), "b": jnp.zeros(N)} if tree else jnp.zeros(N)
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
     compiled = compile_step(factory(1e-2), params, grads, axis_name="data")
