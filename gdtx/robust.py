@@ -111,14 +111,29 @@ def _multi_krum(xs, f, options, prev):
     return [jnp.mean(x[chosen], axis=0) for x in xs]
 
 
+def _distances_to(xs, v):
+    """``||x_i - v||`` over all leaves, one per device.
+
+    Squares ``v - x``, not the move's ``x - v``: one shared ``x - v`` was written
+    to a leaf-sized temporary and read back by both the norm and the move (two
+    passes more per iteration); as two expressions each fuses into its own loop.
+    """
+    n = xs[0].shape[0]
+    return jnp.sqrt(
+        sum(
+            jnp.sum(jnp.reshape((vi[None] - x) ** 2, (n, -1)), axis=1)
+            for x, vi in zip(xs, v, strict=True)
+        )
+    )
+
+
 def _centered_clipping(xs, f, options, prev):
     del f
     tau = options["tau"]
     v = list(prev)
     for _ in range(options["iterations"]):
+        norm = _distances_to(xs, v)
         diffs = [x - vi[None] for x, vi in zip(xs, v, strict=True)]
-        sq = sum(jnp.sum(jnp.reshape(d**2, (d.shape[0], -1)), axis=1) for d in diffs)
-        norm = jnp.sqrt(sq)
         finite = jnp.isfinite(norm)
         scale = jnp.where(norm > tau, tau / jnp.where(norm > 0, norm, 1.0), 1.0)
         v = [

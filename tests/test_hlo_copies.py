@@ -12,9 +12,9 @@ a collective row) and reads the compiled entry computation:
   step writes and reads back besides its inputs and outputs.
 
 The formulations that keep both at their minimum are explained where they are
-written (gdtx/sign.py, gdtx/sharpness.py, gdtx/local_sgd.py, gdtx/schedules.py);
-diffGrad keeps the one copy that XLA:CPU cannot avoid (see its test). AdaBelief's own pin is in
-tests/test_belief.py.
+written (gdtx/sign.py, gdtx/sharpness.py, gdtx/local_sgd.py, gdtx/robust.py,
+gdtx/_core/collectives.py, gdtx/schedules.py); diffGrad keeps the one copy that XLA:CPU
+cannot avoid (see its test). AdaBelief's own pin is in tests/test_belief.py.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pytest
 import gdtx
 from gdtx.local_sgd import diloco, periodic_average
 from tests.hlo_steps import N, compile_step, leaf_copies, temp_leaves
+from tests.registry.robust import robust_cc_adam, robust_krum_adam, robust_nnm_adam
 
 
 def test_leaf_copies_finds_the_copy_of_a_donated_buffer():
@@ -146,4 +147,23 @@ def test_recorded_norm_reads_the_gradient_without_a_temporary(norm):
     tx = optax.chain(gdtx.schedules.record_grad_norm(norm), optax.adam(1e-2))
     compiled = compile_step(tx, jnp.zeros(N), jnp.ones(N))
     assert leaf_copies(compiled.as_text()) == []
+    assert temp_leaves(compiled) < 0.1
+
+
+# --- robust_mean on one device ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory", [robust_nnm_adam, robust_krum_adam, robust_cc_adam])
+@pytest.mark.parametrize("tree", [False, True], ids=["one_leaf", "tree"])
+def test_robust_mean_step_on_one_device_makes_no_leaf_temporary(factory, tree):
+    # The benchmark's rows: replicated gradients under a one-device shard_map. Their
+    # gather is x[None] (gdtx/_core/collectives.py), not an all-gather into a fresh
+    # leaf; and centered clipping squares v - x for its norm, so no x - v shared by
+    # the norm and the move is written and read back in each iteration.
+    params = {"w": jnp.zeros((64, N // 64)), "b": jnp.zeros(N)} if tree else jnp.zeros(N)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    compiled = compile_step(factory(1e-2), params, grads, axis_name="data")
+    text = compiled.as_text()
+    assert "all-gather" not in text
+    assert leaf_copies(text) == []
     assert temp_leaves(compiled) < 0.1
