@@ -102,21 +102,63 @@ def _check_window_fits(owner: str, m: int, params: Any, store_dtype, limit) -> N
         )
 
 
-def _window_dot(window, g, cdt):
-    """``G g`` for one leaf: shape ``(m,)``.
+def _exact_dot(x, y, contracting, like, spec):
+    """``lax.dot_general`` of ``x`` and ``y`` over the ``contracting`` axes, no batch axes.
 
-    A multiply-and-reduce rather than a dot: exact float32 products whatever the
-    backend's matmul precision (no TF32), and on a mesh the contraction over
-    sharded axes reduces to a replicated vector without an ``out_sharding``.
+    ``HIGHEST`` keeps the products exact float32 on every backend (never TF32, as
+    in the official code). On an Explicit mesh a contraction over sharded axes is
+    ambiguous to JAX, so the result's placement ``spec`` on ``like``'s mesh is
+    given (None: left to the compiler).
     """
-    axes = tuple(range(1, window.ndim))
-    return jnp.sum(window.astype(cdt) * g.astype(cdt)[None], axis=axes)
+    sharding = None
+    if spec is not None:
+        mesh = jax.typeof(like).sharding.mesh
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+    return jax.lax.dot_general(
+        x, y, (contracting, ((), ())), precision=jax.lax.Precision.HIGHEST, out_sharding=sharding
+    )
+
+
+def _window_dot(window, g, cdt):
+    """``G g`` for one leaf: shape ``(m,)``, replicated on an Explicit mesh.
+
+    A vector parameter's window is a matrix, and the dot is XLA:CPU's
+    matrix-vector kernel: at ``d = 10^7`` it is 15x faster than ``sum(G * g,
+    axis=1)``, one long serial reduction per row. Other windows keep the exact
+    multiply-and-reduce, which is as fast there: a dot would need the written
+    window reshaped to a matrix, and XLA:CPU fuses a second copy of the ring
+    write into that reshape and copies the whole window to keep both in place.
+    """
+    if window.ndim != 2:
+        axes = tuple(range(1, window.ndim))
+        return jnp.sum(window.astype(cdt) * g.astype(cdt)[None], axis=axes)
+    spec = None if _explicit_spec(window) is None else (None,)
+    return _exact_dot(window.astype(cdt), g.astype(cdt), ((1,), (0,)), window, spec)
+
+
+# Windows of at most this many rows are combined row by row (see _window_combine).
+_ROWWISE_COMBINE = 16
 
 
 def _window_combine(coefficients, window, cdt):
-    """``G^T c`` for one leaf: shaped like the parameter."""
-    c = coefficients.astype(cdt).reshape((-1,) + (1,) * (window.ndim - 1))
-    return jnp.sum(c * window.astype(cdt), axis=0)
+    """``G^T c`` for one leaf: shaped like the parameter.
+
+    For a short window, a sum of scaled rows: XLA fuses it into the loop that
+    consumes it (the momentum's), so the direction is never written to a
+    leaf-sized temporary, and at ``m = 4`` on XLA:CPU that loop is 3x faster than
+    the ``c^T G`` matrix-vector kernel. A longer window (or one sharded along its
+    own axis on an Explicit mesh) takes the dot where the window is a matrix and
+    a multiply-and-reduce elsewhere (see :func:`_window_dot`).
+    """
+    spec = _explicit_spec(window)
+    m = window.shape[0]
+    c = coefficients.astype(cdt)
+    if m <= _ROWWISE_COMBINE and (spec is None or spec[0] is None):
+        return sum(c[i] * window[i].astype(cdt) for i in range(m))
+    if window.ndim != 2:
+        return jnp.sum(c.reshape((-1,) + (1,) * (window.ndim - 1)) * window.astype(cdt), axis=0)
+    spec = None if spec is None else spec[1:]
+    return _exact_dot(c, window.astype(cdt), ((0,), (0,)), window, spec)
 
 
 def _explicit_spec(x) -> tuple | None:

@@ -32,6 +32,23 @@ def leaf_copies(text: str, n: int = N) -> list[str]:
     return found
 
 
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?(%\S+) = ([a-z]+\d*)\[([\d,]*)\]\S* (\S+?)\((%[^,)]+)?")
+
+
+def reductions(text: str, n: int = N) -> list[str]:
+    """The ``reduce`` instructions, fused or not, whose input has at least ``n`` elements."""
+    sizes, found = {}, []
+    for line in text.splitlines():
+        match = _INSTRUCTION.match(line)
+        if not match:
+            continue
+        name, _, dims, op, operand = match.groups()
+        sizes[name] = math.prod(int(d) for d in dims.split(",")) if dims else 1
+        if op == "reduce" and sizes.get(operand, 0) >= n:
+            found.append(line.strip())
+    return found
+
+
 def compile_step(tx, params, grads, *, axis_name=None, extra=None, check_vma=True):
     """``jit(update + apply_updates)`` with params and state donated, compiled.
 

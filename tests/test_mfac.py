@@ -34,6 +34,7 @@ import pytest
 
 import gdtx
 from gdtx.mfac import ScaleByMFACState
+from tests import hlo_steps
 
 # ----------------------------------------------------------------------------
 # references
@@ -382,6 +383,44 @@ def test_window_is_written_in_place_under_donation():
     pointer = state.grads.unsafe_buffer_pointer()
     _, state = step(g, state)
     assert state.grads.unsafe_buffer_pointer() == pointer
+
+
+_ALIASES = {
+    "mfac": lambda: gdtx.mfac(0.5, num_grads=4, damping=10.0),
+    "mfac_momentum_wd": lambda: gdtx.mfac(
+        0.5, num_grads=8, damping=10.0, momentum=0.9, weight_decay=1e-4
+    ),
+}
+
+
+@pytest.mark.parametrize("alias", sorted(_ALIASES))
+def test_a_vector_leaf_reads_its_window_without_a_reduction(alias):
+    # Issue 21: XLA:CPU runs sum(G * g, axis=1) over a vector leaf as one long
+    # serial reduction per row (15x the matrix-vector dot at d = 1e7), and
+    # sum(c * G, axis=0) slower than the sum of scaled rows fused into the
+    # momentum. The step now has the dot, no reduction over the window, no copy,
+    # and no leaf-sized temporary but the decayed gradient that the dot reads.
+    p = jnp.zeros(hlo_steps.N)
+    compiled = hlo_steps.compile_step(_ALIASES[alias](), p, p)
+    text = compiled.as_text()
+    assert hlo_steps.reductions(text) == []
+    assert len(re.findall(r" dot\(", text)) == 1
+    assert hlo_steps.leaf_copies(text) == []
+    assert hlo_steps.temp_leaves(compiled) < (1.2 if alias == "mfac_momentum_wd" else 0.2)
+
+
+@pytest.mark.parametrize("alias", sorted(_ALIASES))
+def test_a_matrix_leaf_writes_its_window_once(alias):
+    # A dot on a matrix leaf's written window would need it reshaped, and XLA:CPU
+    # fuses a second ring write into that reshape and copies the window (tree of
+    # 100 leaves: 201 copies). The Gram row stays a reduction there (as fast as the
+    # dot at those shapes); G^T c of a short window is the sum of scaled rows.
+    p = {"w": jnp.zeros((64, hlo_steps.N // 64)), "b": jnp.zeros(64)}
+    compiled = hlo_steps.compile_step(_ALIASES[alias](), p, p)
+    text = compiled.as_text()
+    assert len(hlo_steps.reductions(text)) == 1
+    assert hlo_steps.leaf_copies(text) == []
+    assert hlo_steps.temp_leaves(compiled) < 1.2
 
 
 def test_window_is_sharded_like_its_parameter():
