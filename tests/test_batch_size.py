@@ -211,7 +211,7 @@ def _z(samples, mean, var):
     return (np.mean(samples) - mean) / math.sqrt(var / len(samples))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_one():
     return _model_one_batches(seed=7, delta=DELTA)
 

@@ -508,25 +508,27 @@ def _assert_placed(when, state, specs, mirrors):
 _NUM_SHARDED_STEPS = 3
 
 
-@pytest.mark.parametrize(
-    ("axis_type", "window"),
-    [
-        (jax.sharding.AxisType.Auto, "after"),
-        (jax.sharding.AxisType.Auto, "leading"),
-        (jax.sharding.AxisType.Explicit, "after"),
-    ],
-    ids=["auto", "auto-window-leading", "explicit"],
+# The placements each row is checked in: (mesh axis type, where a window's spec goes).
+_SHARDED_VARIANTS = (
+    (jax.sharding.AxisType.Auto, "after"),
+    (jax.sharding.AxisType.Auto, "leading"),
+    (jax.sharding.AxisType.Explicit, "after"),
 )
-def test_state_sharding_follows_params(case, axis_type, window):
+
+
+def test_state_sharding_follows_params(case):
     """FSDP as in Flax's example: the update is right for state sharded like the params.
 
     An 8-device ``(data=2, model=4)`` mesh; params sharded along ``model`` and the
     state placed as ``nnx.Optimizer`` places it (:func:`_flax_like_specs`). Three
-    jitted steps must give the unsharded steps' numbers (float32 rounding). On an
-    Explicit mesh, where shardings are types, ``init`` and ``update`` must also
-    keep every params-mirroring state leaf sharded like its parameter. The update
-    must be right for whatever sharding the state arrives in: the ``window``
-    variant shards M-FAC's window along its first axis (see :func:`_flax_like_specs`).
+    jitted steps must give the unsharded steps' numbers (float32 rounding), on an
+    Auto and on an Explicit mesh. On the Explicit mesh, where shardings are types,
+    ``init`` and ``update`` must also keep every params-mirroring state leaf sharded
+    like its parameter. The update must be right for whatever sharding the state
+    arrives in: the ``"leading"`` placement (Auto mesh) shards M-FAC's window along
+    its first axis (see :func:`_flax_like_specs`); rows without a window-shaped
+    state skip it (the same placement as ``"after"``). One test per row: the
+    unsharded reference is computed once for the three placements.
 
     Collective rows keep their axis (``data``) as the workers' axis: the harness's
     ``shard_map`` makes it manual and leaves ``model`` to the compiler. Their
@@ -537,9 +539,8 @@ def test_state_sharding_follows_params(case, axis_type, window):
     devices = jax.devices()
     if len(devices) < 8:
         pytest.skip("needs 8 devices (tests/conftest.py sets jax_num_cpu_devices)")
-    (data_name, data_size), (model_name, model_size) = problems.FSDP_MESH_SHAPE
+    data_name, data_size = problems.FSDP_MESH_SHAPE[0]
     problem = problems.fsdp()
-    param_specs = problems.fsdp_specs()
     tx = case.make()
     params = problem.initial
 
@@ -550,21 +551,35 @@ def test_state_sharding_follows_params(case, axis_type, window):
         workers = jax.make_mesh((data_size,), (data_name,), devices=devices[:data_size])
     init = harness.init_fn(case, tx, params, workers)
     shapes = jax.eval_shape(init, params)
-    state_specs, mirrors = _flax_like_specs(case, shapes, params, param_specs, window=window)
-    if (
-        window == "leading"
-        and state_specs == _flax_like_specs(case, shapes, params, param_specs)[0]
-    ):
-        pytest.skip(f"{case} keeps no window-shaped state: the same placement as `auto`")
     initial_state = init(params)
     step = harness.step_fn(case, tx, problem.loss, params, workers)
     expected = (params, initial_state)
     for _ in range(_NUM_SHARDED_STEPS):
         *expected, expected_updates = step(*expected)
 
-    mesh = jax.make_mesh(
-        (data_size, model_size), (data_name, model_name), axis_types=(axis_type,) * 2
-    )
+    placements = {}
+    for axis_type, window in _SHARDED_VARIANTS:
+        placement = _flax_like_specs(case, shapes, params, problems.fsdp_specs(), window=window)
+        if window == "leading" and placement == placements.get((axis_type, "after")):
+            continue  # no window-shaped state: the same placement as "after"
+        placements[(axis_type, window)] = placement
+        actual, actual_updates = _sharded_run(
+            case, tx, problem, initial_state, workers, axis_type, placement
+        )
+        what = f"{case} on a {axis_type} (data, model) mesh, window {window!r}, vs unsharded"
+        _assert_trees_close(actual_updates, expected_updates, 1e-5, 1e-6, f"{what}: updates")
+        _assert_trees_close(actual, expected, 1e-5, 1e-6, f"{what}: (params, state)")
+
+
+def _sharded_run(case, tx, problem, initial_state, workers, axis_type, placement):
+    """``_NUM_SHARDED_STEPS`` steps on the (data, model) mesh from the placed state.
+
+    Returns ``((params, state), updates)`` of the last step; on an Explicit mesh it
+    also checks that ``init`` and every ``update`` keep the placement.
+    """
+    state_specs, mirrors = placement
+    names, sizes = zip(*problems.FSDP_MESH_SHAPE, strict=True)
+    mesh = jax.make_mesh(sizes, names, axis_types=(axis_type,) * len(names))
 
     def put(tree, specs):
         is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)  # noqa: E731
@@ -573,7 +588,8 @@ def test_state_sharding_follows_params(case, axis_type, window):
         )
         return jax.device_put(jax.device_get(tree), shardings)
 
-    sharded_params = put(params, param_specs)
+    params = problem.initial
+    sharded_params = put(params, problems.fsdp_specs())
     explicit = axis_type == jax.sharding.AxisType.Explicit
     with jax.set_mesh(mesh):
         if explicit:
@@ -585,9 +601,7 @@ def test_state_sharding_follows_params(case, axis_type, window):
             *actual, actual_updates = sharded_step(*actual)
         if explicit:
             _assert_placed("update", actual[1], state_specs, mirrors)
-    what = f"{case} on a {axis_type} (data, model) mesh vs unsharded"
-    _assert_trees_close(actual_updates, expected_updates, 1e-5, 1e-6, f"{what}: updates")
-    _assert_trees_close(actual, expected, 1e-5, 1e-6, f"{what}: (params, state)")
+    return actual, actual_updates
 
 
 # --- validation ---------------------------------------------------------------------

@@ -230,7 +230,19 @@ _NOT_2D = {"adam", "terngrad_adam", "mfl_sgd", "diloco_adam"} | {
 }
 
 
-@pytest.mark.parametrize("name", sorted(set(MAKERS) - _NOT_2D))
+# In the slow suite only (each compiles for 11-16 s on 2 cores): rows whose exchange another
+# row already pins here. Artemis is DIANA's uplink and more (its downlink), and the log8
+# stochastic SPSA row is the shared-seed exchange of `shared_seed_spsa` with another wire.
+_2D_SLOW = {"diana_qsgd", "shared_seed_spsa_log8_stochastic"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in _2D_SLOW else name
+        for name in sorted(set(MAKERS) - _NOT_2D)
+    ],
+)
 def test_2d_mesh_exchanges_over_data_only_and_equals_1d(name, tiny_digits):
     auto = (AxisType.Auto, AxisType.Auto)
     mesh2 = _mesh((4, 2), ("data", "model"), auto)

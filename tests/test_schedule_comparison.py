@@ -18,7 +18,7 @@ from gdtx.schedules import linear_decay, refined
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def script():
     spec = importlib.util.spec_from_file_location(
         "schedule_comparison", ROOT / "docs" / "scripts" / "schedule_comparison.py"
@@ -28,7 +28,7 @@ def script():
     return module
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(script, tmp_path_factory):
     figures = tmp_path_factory.mktemp("figures")
     out = script.main(["--smoke", "--tasks", "digits", "--figures", str(figures)])

@@ -102,7 +102,7 @@ def expected_sent(label: str, payload: int, n_dev: int) -> float:
     return (n_dev - 1) * payload
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory):
     config = shrunk_config()
     workdir = tmp_path_factory.mktemp("char_lm_dp")

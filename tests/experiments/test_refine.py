@@ -46,7 +46,7 @@ def _config(refine_from: str = "", **overrides):
     return config
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def first(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("first")
     return workdir, shared_runs.train_and_evaluate(_config(), str(workdir))

@@ -105,7 +105,7 @@ def _run_interrupted(config, workdir, stop_after):
     return shared_runs.train_and_evaluate(config, str(workdir))
 
 
-@pytest.fixture(scope="module", params=[_digits_config, _lm_config], ids=["digits", "char_lm"])
+@pytest.fixture(scope="session", params=[_digits_config, _lm_config], ids=["digits", "char_lm"])
 def straight(request, tmp_path_factory):
     """An uninterrupted run: (config, workdir, results)."""
     config = request.param()

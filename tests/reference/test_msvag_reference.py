@@ -23,7 +23,7 @@ NAMES = names("msvag")
 _load = load
 
 
-@pytest.fixture(scope="module", params=NAMES)
+@pytest.fixture(scope="session", params=NAMES)
 def fixture(request):
     return _load(request.param)
 
