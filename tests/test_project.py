@@ -1,5 +1,6 @@
 """The newcomer's path: the README's commands are the ones CI and the Makefile run."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -185,3 +186,52 @@ def test_pip_resolves_the_test_extra_for_every_supported_python(python, tmp_path
         if "No matching distribution" not in proc.stderr:
             pytest.skip(f"pip could not reach its index: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# --- the suite's worker groups hold ---------------------------------------------------
+
+_GROUPED_MODULE = """
+import os, pathlib, pytest
+
+pytestmark = pytest.mark.xdist_group("one_worker")
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_records_its_worker(i):
+    out = pathlib.Path(os.environ["WORKERS_DIR"]) / f"{i}"
+    out.write_text(os.environ.get("PYTEST_XDIST_WORKER", "none"))
+"""
+
+
+def test_xdist_groups_run_on_one_worker(tmp_path):
+    # The suite's xdist_group marks keep subprocess tests apart and let a module's
+    # expensive fixture (a training run) be built once. pytest 9.2 with pytest-xdist
+    # 3.8 ignored them without a word (pytest-xdist#1386): every test of the group
+    # then ran wherever the scheduler put it and the fixture was built per worker.
+    (tmp_path / "test_grouped.py").write_text(_GROUPED_MODULE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    workers = tmp_path / "workers"
+    workers.mkdir()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-n",
+            "2",
+            "--dist=loadgroup",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_grouped.py",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "WORKERS_DIR": str(workers)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = {p.read_text() for p in workers.iterdir()}
+    assert len(list(workers.iterdir())) == 6
+    assert len(seen) == 1, f"one xdist_group ran on workers {sorted(seen)}: grouping is broken"
