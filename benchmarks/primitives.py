@@ -14,11 +14,10 @@ inputs shaped like the output are donated (see ``_spec``).
 - ``window<m>``: M-FAC's two window products with an ``m``-row window ``G``: the Gram row
   ``c = G g`` over all leaves (``jnp.tensordot``), then ``c^T G`` as a sum of the
   scaled rows (reads G twice and g, writes 1);
-- ``all_reduce`` / ``all_gather``: what exchanging one float32 array per leaf costs where
-  the collective rows are timed, on a one-device mesh: ``jax.lax.psum`` and gdtx's
-  ``all_gather_replicated`` of ``p`` made varying, under a one-device ``jax.shard_map``
-  (reads 1, writes 1). XLA:CPU keeps a one-participant collective as a runtime call that
-  copies its operand; a step that exchanges ``k`` arrays pays ``k`` of these.
+- ``all_reduce``: what averaging one float32 array per leaf costs where the collective
+  rows are timed: ``jax.lax.psum`` of ``p`` made varying, under a one-device
+  ``jax.shard_map`` (reads 1, writes 1). XLA:CPU keeps a one-participant collective as a
+  runtime call that copies its operand; a step that averages ``k`` arrays pays ``k``.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import candidates as cd
-from gdtx._core.collectives import all_gather_replicated
 
 
 def _keyed(draw: Callable) -> Callable:
@@ -63,12 +61,10 @@ def _window_inputs(shapes, m: int) -> tuple:
 _ONE_DEVICE_AXIS = "benchmark_devices"
 
 
-def _one_device_collective(name: str) -> Callable:
+def _one_device_all_reduce() -> Callable:
     def exchange(x):
-        x = jax.lax.pcast(x, _ONE_DEVICE_AXIS, to="varying")  # as a worker's own gradient
-        if name == "all_reduce":
-            return jax.lax.psum(x, _ONE_DEVICE_AXIS)
-        return all_gather_replicated(x, _ONE_DEVICE_AXIS)[0]
+        x = jax.lax.pcast(x, _ONE_DEVICE_AXIS, to="varying")  # as a worker's own value
+        return jax.lax.psum(x, _ONE_DEVICE_AXIS)
 
     mesh = jax.make_mesh((1,), (_ONE_DEVICE_AXIS,), devices=jax.devices()[:1])
     spec = jax.sharding.PartitionSpec()
@@ -100,8 +96,8 @@ def _spec(name: str, shapes) -> tuple[int, int, Callable, Callable, tuple[int, .
     if name in ("uniform", "normal"):
         draw = jax.random.uniform if name == "uniform" else jax.random.normal
         return 0, 1, _keyed(draw), lambda: (jax.random.PRNGKey(0), params()), (1,)
-    if name in ("all_reduce", "all_gather"):
-        return 1, 1, _one_device_collective(name), lambda: (params(),), (0,)
+    if name == "all_reduce":
+        return 1, 1, _one_device_all_reduce(), lambda: (params(),), (0,)
     if name.startswith("window"):
         m = int(name.removeprefix("window"))
         return 2 * m + 1, 1, _window_products, lambda: _window_inputs(shapes, m), (1,)

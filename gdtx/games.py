@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gdtx._core import dtypes, extra_args, validation
+from gdtx._core import dtypes, extra_args, moments, validation
 
 _PLAYERS = ("x", "y")
 _SOLVES = ("alternating", "min", "max")
@@ -453,12 +453,7 @@ def cgd(
 def _second_moments(nu, grads, b2, dtype):
     """RMSProp's ``v <- b2 v + (1 - b2) g^2`` over the joint tree, in the compute dtype."""
     beta = jnp.asarray(b2, dtype)
-
-    def ema(v, g):
-        g = g.astype(dtype)
-        return beta * v.astype(dtype) + (1 - beta) * g * g
-
-    return jax.tree.map(ema, nu, grads)
+    return jax.tree.map(lambda v, g: moments.ema_abs_sq(beta, v, g.astype(dtype), dtype), nu, grads)
 
 
 def _rmsprop_rates(nu, count, new_count, learning_rate, max_lr, b2, eps):
