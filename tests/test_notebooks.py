@@ -9,7 +9,9 @@ runs the same notebooks (set ``GDTX_SMOKE=1`` for the short version).
 
 from __future__ import annotations
 
+import os
 import pathlib
+import tempfile
 import warnings
 
 import pytest
@@ -72,16 +74,29 @@ def test_first_cell_says_where_to_install_from(name):
 def test_notebook_runs(name, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
+    traitlets_config = pytest.importorskip("traitlets.config")
     monkeypatch.setenv("GDTX_SMOKE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # The kernel talks over Unix sockets in a directory of its own, not TCP ports: with
+    # TCP, jupyter_client picks a free port, releases it and lets the kernel bind it,
+    # and another process (the other xdist worker's kernel, a two-process test's
+    # coordinator) can take it in between. CI lost a run to exactly that ("Address
+    # already in use", then "Kernel didn't respond in 60 seconds"). The socket prefix is
+    # absolute (the default, "kernel-ipc", is relative, and the kernel runs in
+    # notebooks/ while this client does not) and short (a socket path fits 108 bytes).
+    sockets = tempfile.TemporaryDirectory(prefix="gdtx-nb-")
+    config = traitlets_config.Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = os.path.join(sockets.name, "kernel")
     nb = jupytext.read(NOTEBOOKS / f"{name}.md")
     client = nbclient.NotebookClient(
         nb,
         timeout=300,
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
+        config=config,
     )
-    with warnings.catch_warnings():
+    with sockets, warnings.catch_warnings():
         # The Jupyter client's own deprecation notices are not the notebook's failures.
         warnings.simplefilter("ignore", DeprecationWarning)
         client.execute()
