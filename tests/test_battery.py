@@ -30,6 +30,18 @@ pytestmark = pytest.mark.parametrize("case", ALL_CASES, ids=str)
 P = jax.sharding.PartitionSpec
 
 
+def _abstract_update(case, tx, grads, state, params, *, loss):
+    """The types (``jax.ShapeDtypeStruct``) of ``harness.update``'s results, traced, not compiled.
+
+    The dtype and structure checks read only these: a jitted call has the same output
+    types by construction, and tracing is what refuses a ``lax.cond`` whose branches
+    disagree. Skipping XLA's compile keeps them cheap enough to run on every row.
+    """
+    return jax.eval_shape(
+        lambda g, s, p: _update(case, tx, g, s, p, loss=loss), grads, state, params
+    )
+
+
 # --- convergence ---------------------------------------------------------------
 
 
@@ -183,8 +195,8 @@ def test_dtype_knobs_set_the_state_dtype(case, param_dtype, knob_dtype):
     for knob, fields in case.dtype_knobs.items():
         tx = case.make(**{knob: knob_dtype})
         state = tx.init(params)
-        _, state = jax.jit(lambda g, s, p: _update(case, tx, g, s, p, loss=problem.loss))(  # noqa: B023
-            _grads(problem, params), state, params
+        _, state = _abstract_update(
+            case, tx, _grads(problem, params), state, params, loss=problem.loss
         )
         # A field may be absent in a configuration (nu_max without AMSGrad), but
         # every knob must set at least one field.
@@ -203,8 +215,8 @@ def test_updates_keep_the_gradient_dtype(case, dtype):
     problem = problems.parabola(dtype)
     tx = case.make()
     params = problem.initial
-    updates, _ = jax.jit(lambda g, s, p: _update(case, tx, g, s, p, loss=problem.loss))(
-        _grads(problem, params), tx.init(params), params
+    updates, _ = _abstract_update(
+        case, tx, _grads(problem, params), tx.init(params), params, loss=problem.loss
     )
     dtypes = {u.dtype for u in jax.tree.leaves(updates)}
     assert dtypes == {jnp.dtype(dtype)}
@@ -219,7 +231,6 @@ def test_state_is_stable_under_lax_cond(case, dtype):
     params = problem.initial
     grads = _grads(problem, params)
 
-    @jax.jit
     def maybe_step(pred, state):
         return jax.lax.cond(
             pred,
@@ -229,7 +240,8 @@ def test_state_is_stable_under_lax_cond(case, dtype):
         )
 
     state = tx.init(params)
-    new_state = maybe_step(True, state)
+    # lax.cond refuses, while tracing, branches whose types differ.
+    new_state = jax.eval_shape(maybe_step, True, state)
     assert jax.tree.structure(new_state) == jax.tree.structure(state)
     for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True):
         assert (a.shape, a.dtype) == (b.shape, b.dtype)
@@ -251,13 +263,15 @@ def test_complex_dtypes_are_stable(case, dtype):
         def step(s):
             return _update(case, tx, grads, s, params, loss=problem.loss)
 
-        updates, new_state = jax.jit(step)(state)
+        updates, new_state = jax.eval_shape(step, state)
         assert {u.dtype for u in jax.tree.leaves(updates)} == {jnp.dtype(dtype)}
         types = [(x.shape, x.dtype) for x in jax.tree.leaves(state)]
         assert [(x.shape, x.dtype) for x in jax.tree.leaves(new_state)] == types
         assert jax.tree.structure(new_state) == jax.tree.structure(state)
-        maybe_step = jax.jit(lambda pred, s: jax.lax.cond(pred, step, lambda s: (grads, s), s))
-        maybe_step(True, state)
+        # lax.cond refuses, while tracing, branches whose types differ.
+        jax.eval_shape(
+            lambda pred, s: jax.lax.cond(pred, step, lambda s: (grads, s), s), True, state
+        )
 
 
 def test_multisteps_first_update_is_zero(case):
@@ -401,7 +415,7 @@ def test_counts_are_int32_scalars(case):
     problem = problems.parabola()
     tx = case.make()
     state = tx.init(problem.initial)
-    _, state = _update(
+    _, state = _abstract_update(
         case, tx, _grads(problem, problem.initial), state, problem.initial, loss=problem.loss
     )
     counts = [c for _, c in optax.tree.get_all_with_path(state, "count")]

@@ -100,6 +100,10 @@ def _toy_rms(
     empty_ok=True,
     replicate_state=False,
     sharding_dependent=False,
+    nu_dtype=None,
+    ignore_nu_dtype=False,
+    nu_in_float32=False,
+    updates_in_float32=False,
 ):
     if validate:
         validation.check_non_negative(_OWNER, "learning_rate", learning_rate, schedule=True)
@@ -110,6 +114,8 @@ def _toy_rms(
     def zeros(p):
         # The mutant keeps nu in the param's dtype, as g * g needs for complex g.
         z = jnp.zeros_like(p, jnp.real(jnp.zeros((), p.dtype)).dtype if abs_sq else p.dtype)
+        if nu_dtype is not None and not ignore_nu_dtype:
+            z = z.astype(nu_dtype)
         mesh = jax.typeof(z).sharding.mesh
         return jax.sharding.reshard(z, P()) if replicate_state and not mesh.empty else z
 
@@ -140,7 +146,11 @@ def _toy_rms(
             step = -lr * g / (jnp.sqrt(nu) + 1e-8)
             if sharding_dependent and any(jax.typeof(g).sharding.spec):
                 step = 2 * step
-            return step.astype(g.dtype), nu.astype(state_nu.dtype)
+            # The dtype mutants return float32 (complex64) where the row must keep the
+            # gradient's or the state's own dtype.
+            single = jnp.complex64 if jnp.iscomplexobj(g) else jnp.float32
+            step = step.astype(single if updates_in_float32 else g.dtype)
+            return step, nu.astype(jnp.float32 if nu_in_float32 else state_nu.dtype)
 
         new_updates, nu = trees.unzip(jax.tree.map(leaf, updates, state.nu), updates, 2)
         return new_updates, _ToyState(optax.safe_increment(state.count), nu)
@@ -149,13 +159,15 @@ def _toy_rms(
 
 
 def _toy_case(supports_complex=True, **mutation):
-    def factory(learning_rate=0.1, decay=0.9):
-        return _toy_rms(learning_rate, decay, **mutation)
+    def factory(learning_rate=0.1, decay=0.9, nu_dtype=None):
+        return _toy_rms(learning_rate, decay, nu_dtype=nu_dtype, **mutation)
 
     return Case(
         name="toy_rms",
         factory=factory,
         kwargs={"learning_rate": 0.01},
+        static_args=("nu_dtype",),
+        dtype_knobs={"nu_dtype": ("nu",)},
         supports_complex=supports_complex,
         owner=_OWNER,
         invalid=(({"decay": 1.5}, r"gdtx\.toy: `decay` must be in \[0, 1\)"),),
@@ -180,6 +192,43 @@ def test_the_correct_toy_passes_the_new_checks():
         _toy_case(supports_complex=False, refuse_complex=True)
     )
     battery.test_state_sharding_follows_params(case)  # every placement of the row
+    battery.test_counts_are_int32_scalars(case)
+    for dtype in (jnp.bfloat16, jnp.float32):
+        battery.test_updates_keep_the_gradient_dtype(case, dtype)
+        battery.test_state_is_stable_under_lax_cond(case, dtype)
+        for knob_dtype in (jnp.bfloat16, jnp.float32):
+            battery.test_dtype_knobs_set_the_state_dtype(case, dtype, knob_dtype)
+    for dtype in ("complex64", "complex128"):
+        battery.test_complex_dtypes_are_stable(case, dtype)
+
+
+# The dtype checks read traced types (jax.eval_shape), not compiled results: each must
+# still catch a row that changes a dtype.
+
+
+def test_ignoring_a_dtype_knob_is_caught():
+    with pytest.raises(_CAUGHT, match="nu_dtype"):
+        battery.test_dtype_knobs_set_the_state_dtype(
+            _toy_case(ignore_nu_dtype=True), jnp.float32, jnp.bfloat16
+        )
+
+
+def test_float32_updates_for_bfloat16_gradients_are_caught():
+    with pytest.raises(_CAUGHT):
+        battery.test_updates_keep_the_gradient_dtype(
+            _toy_case(updates_in_float32=True), jnp.bfloat16
+        )
+
+
+def test_a_state_dtype_that_drifts_is_caught_under_lax_cond():
+    with pytest.raises(TypeError, match="cond branches must have equal output types"):
+        battery.test_state_is_stable_under_lax_cond(_toy_case(nu_in_float32=True), jnp.bfloat16)
+
+
+@pytest.mark.parametrize("mutation", ["nu_in_float32", "updates_in_float32"])
+def test_complex128_leaves_rounded_to_single_precision_are_caught(mutation):
+    with pytest.raises((*_CAUGHT, TypeError)):
+        battery.test_complex_dtypes_are_stable(_toy_case(**{mutation: True}), "complex128")
 
 
 def test_squaring_a_complex_gradient_is_caught():
