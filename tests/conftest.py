@@ -6,6 +6,8 @@
 - x64 stays off globally: reference tests switch it on with ``jax.enable_x64``
   as a context, so it cannot leak into other tests in the same worker.
 - Hypothesis runs derandomized with a fixed budget under the "ci" profile.
+- A battery check that a registry row moves to the slow tier (``Case.slow_tier_checks``)
+  is marked ``slow`` here, so ``-m slow`` runs it and ``-m "not slow"`` does not.
 """
 
 import os
@@ -49,3 +51,13 @@ def tiny_digits():
     from tests import tiny_digits
 
     return tiny_digits.load()
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items):
+    from tests.registry import Case
+
+    for item in items:
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        if isinstance(case, Case) and item.originalname in case.slow_tier_checks:
+            item.add_marker(pytest.mark.slow)

@@ -17,7 +17,8 @@ import numpy as np
 import optax
 
 import gdtx
-from tests.registry import Case
+from tests import problems
+from tests.registry import ALL_CASES, Case
 
 NUM_STEPS = 10_000
 P = jax.sharding.PartitionSpec
@@ -60,6 +61,24 @@ def update(case: Case, tx, grads, state, params, *, loss, **more):
     # Compiled even when called eagerly: shard_map run op by op is slower than
     # compiling it by an order of magnitude.
     return jax.jit(fn)(grads, state, params)
+
+
+_PARABOLA_UPDATES: dict[str, object] = {}
+
+
+def parabola_update(case: Case):
+    """``jax.jit`` of :func:`update` for ``case.make()`` on ``problems.parabola()``.
+
+    ``(grads, state, params) -> (updates, state)``, compiled once per row and process:
+    several battery checks compare a variant of the row (injected, traced or scheduled
+    hyperparameters, an unknown keyword, a donated step) with this plain update, and
+    each compiling its own copy cost the default suite a compile per check and row.
+    """
+    tx, loss = case.make(), problems.parabola().loss
+    compiled = jax.jit(lambda g, s, p: update(case, tx, g, s, p, loss=loss))
+    if not any(case is row for row in ALL_CASES):
+        return compiled  # a test's own row (tests/test_battery_harness.py's toys): no cache
+    return _PARABOLA_UPDATES.setdefault(case.name, compiled)
 
 
 def run(case: Case, tx, problem, num_steps: int = NUM_STEPS):

@@ -115,8 +115,11 @@ def test_unexpected_extra_args_are_ignored(case):
     params = problem.initial
     grads = _grads(problem, params)
     state = tx.init(params)
-    expected = _update(case, tx, grads, state, params, loss=problem.loss)
-    actual = _update(case, tx, grads, state, params, loss=problem.loss, some_unexpected_kwarg=1)
+
+    expected = harness.parabola_update(case)(grads, state, params)
+    actual = jax.jit(
+        lambda g, s, p: _update(case, tx, g, s, p, loss=problem.loss, some_unexpected_kwarg=1)
+    )(grads, state, params)
     _assert_trees_close(actual, expected, 0, 0, "with an unknown extra arg")
 
 
@@ -138,7 +141,7 @@ def test_inject_hyperparams_gives_the_same_updates(case):
     injected = optax.inject_hyperparams(case.factory, static_args=case.static_args)(**case.kwargs)
     params_a = params_b = problem.initial
     state_a, state_b = plain.init(params_a), injected.init(params_b)
-    step_a = jax.jit(lambda g, s, p: _update(case, plain, g, s, p, loss=problem.loss))
+    step_a = harness.parabola_update(case)
     step_b = jax.jit(lambda g, s, p: _update(case, injected, g, s, p, loss=problem.loss))
     for _ in range(5):
         updates_a, state_a = step_a(_grads(problem, params_a), state_a, params_a)
@@ -440,12 +443,16 @@ def test_donated_step_runs(case):
         )
         return optax.apply_updates(params, updates), state
 
-    expected = step(*jax.tree.map(jnp.copy, (problem.initial, tx.init(problem.initial))))
+    def plain(params, state):  # the row's shared compiled update, without donation
+        updates, state = harness.parabola_update(case)(_grads(problem, params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    expected = plain(*jax.tree.map(jnp.copy, (problem.initial, tx.init(problem.initial))))
     donated = jax.jit(step, donate_argnums=(0, 1))
     params = jax.tree.map(jnp.copy, problem.initial)
     actual = donated(params, tx.init(params))
     actual = donated(*actual)  # the donated outputs can be donated again
-    expected = step(*expected)
+    expected = plain(*expected)
     _assert_trees_close(actual, expected, 1e-6, 1e-7, "donated step")
 
 
@@ -723,10 +730,8 @@ def test_learning_rate_and_weight_decay_may_be_schedules(case):
     params = problem.initial
     grads = _grads(problem, params)
 
-    def first_update(tx):
-        step = jax.jit(lambda g, s, p: _update(case, tx, g, s, p, loss=problem.loss)[0])
-        return step(grads, tx.init(params), params)
-
-    expected = first_update(case.make())
-    actual = first_update(case.make(**schedules))
+    tx = case.make(**schedules)
+    step = jax.jit(lambda g, s, p: _update(case, tx, g, s, p, loss=problem.loss)[0])
+    expected, _ = harness.parabola_update(case)(grads, case.make().init(params), params)
+    actual = step(grads, tx.init(params), params)
     _assert_trees_close(actual, expected, 1e-6, 1e-7, f"{case} with constant schedules")

@@ -74,6 +74,13 @@ def test_case_names_are_unique():
     assert len(names) == len(set(names))
 
 
+def test_slow_tier_checks_name_battery_checks():
+    checks = {name for name in dir(battery) if name.startswith("test_")}
+    for case in ALL_CASES:
+        unknown = set(case.slow_tier_checks) - checks
+        assert not unknown, f"{case}: slow_tier_checks names no battery check: {unknown}"
+
+
 # --- each battery check can fail: deliberately broken toy transformations ---------------
 #
 # ``_toy_rms`` is a correct small RMSProp (validated, complex in optax's sense, shapes

@@ -42,6 +42,10 @@ class Case:
       unvalidated_args: argument -> why the battery does not type-check it: only
         for arguments a test-local wrapper hands to optax, which does not
         validate (e.g. ``{"learning_rate": "forwarded to optax.sgd"}``).
+      slow_tier_checks: battery check (test function name) -> why it runs for this
+        row in the slow tier only: another row drives the same code through it, and
+        the check costs the default suite many seconds of compiling
+        (``tests/conftest.py`` marks those items ``slow``).
     """
 
     name: str
@@ -59,6 +63,7 @@ class Case:
     invalid: tuple[tuple[Mapping[str, Any], str], ...] = ()
     owner: str | None = None
     unvalidated_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    slow_tier_checks: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides: Any) -> optax.GradientTransformation:
         return self.factory(**{**self.kwargs, **overrides})

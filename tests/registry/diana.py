@@ -50,6 +50,10 @@ CASES = (
         dtype_knobs={"memory_dtype": _MEMORY},
         axis_name=_AXIS,
         owner="gdtx.diana",
+        slow_tier_checks={
+            check: "artemis_qsgd runs DIANA's uplink with this memory, and more"
+            for check in ("test_state_sharding_follows_params", "test_donated_step_runs")
+        },
         # A complex leaf is quantized as its real form [Re, Im] (unbiased); Adam is complex too.
         supports_complex=True,
         invalid=(

@@ -79,6 +79,11 @@ CASES = (
         name="robust_mean_krum",
         factory=robust_krum_adam,
         kwargs={"learning_rate": 1e-2},
+        slow_tier_checks={
+            "test_state_sharding_follows_params": (
+                "robust_mean_nnm gathers the same way and places the same state"
+            )
+        },
         static_args=("num_byzantine", "squared"),
         unvalidated_args={"learning_rate": "forwarded to optax.adam"},
         axis_name=_AXIS,

@@ -180,6 +180,7 @@ CASES = (
     Case(
         name="asam_sgd",
         kwargs={"learning_rate": 0.1, "rho": 0.05, "adaptive": True},
+        slow_tier_checks={"test_state_sharding_follows_params": "sam_sgd places the same state"},
         rosenbrock_kwargs={**_ROSENBROCK, "rho": 1e-3},
         **_SAM,
     ),

@@ -66,6 +66,10 @@ ROWS = (
     Case(
         name="shared_seed_spsa_log8_stochastic",
         kwargs={"learning_rate": 0.05, "wire": "log8_stochastic"},
+        slow_tier_checks={
+            check: "shared_seed_spsa has the same state and exchange; only the wire differs"
+            for check in ("test_state_sharding_follows_params", "test_donated_step_runs")
+        },
         **_COMMON,
     ),
 )
