@@ -18,6 +18,7 @@ from gdtx._core import extra_args, trees, validation
 from tests import harness
 from tests import test_battery as battery
 from tests.registry import ALL_CASES, Case
+from tests.registry.case import PLUMBING_CHECKS
 
 P = jax.sharding.PartitionSpec
 
@@ -76,9 +77,20 @@ def test_case_names_are_unique():
 
 def test_slow_tier_checks_name_battery_checks():
     checks = {name for name in dir(battery) if name.startswith("test_")}
+    assert set(PLUMBING_CHECKS) <= checks
     for case in ALL_CASES:
         unknown = set(case.slow_tier_checks) - checks
         assert not unknown, f"{case}: slow_tier_checks names no battery check: {unknown}"
+
+
+def test_rows_with_the_same_plumbing_have_the_same_factory():
+    rows = {case.name: case for case in ALL_CASES}
+    for case in ALL_CASES:
+        for reason in set(case.slow_tier_checks.values()):
+            if reason.startswith("same factory as "):
+                other = rows[reason.removeprefix("same factory as ").split(",")[0]]
+                assert other.factory is case.factory, f"{case} vs {other}"
+                assert not other.slow_tier_checks, f"{other} must run the checks by default"
 
 
 # --- each battery check can fail: deliberately broken toy transformations ---------------
@@ -182,6 +194,8 @@ def _toy_case(supports_complex=True, **mutation):
 
 
 _CAUGHT = (AssertionError, pytest.fail.Exception)
+# The FSDP check's placements: (axis type, window), Explicit first.
+_PLACEMENTS = [param.values[0] for param in battery._SHARDED_VARIANTS]
 
 
 def test_the_correct_toy_passes_the_new_checks():
@@ -198,7 +212,8 @@ def test_the_correct_toy_passes_the_new_checks():
     battery.test_complex_params_are_refused_at_init(
         _toy_case(supports_complex=False, refuse_complex=True)
     )
-    battery.test_state_sharding_follows_params(case)  # every placement of the row
+    for placement in _PLACEMENTS[:2]:  # the toy has no window: "leading" is "after"
+        battery.test_state_sharding_follows_params(case, placement)
     battery.test_counts_are_int32_scalars(case)
     for dtype in (jnp.bfloat16, jnp.float32):
         battery.test_updates_keep_the_gradient_dtype(case, dtype)
@@ -285,13 +300,16 @@ def test_crashing_on_an_empty_tree_is_caught(check):
 
 
 def test_replicating_the_state_on_a_sharded_mesh_is_caught():
+    explicit = _PLACEMENTS[0]
     with pytest.raises(_CAUGHT, match="sharded as"):
-        battery.test_state_sharding_follows_params(_toy_case(replicate_state=True))
+        battery.test_state_sharding_follows_params(_toy_case(replicate_state=True), explicit)
 
 
 def test_an_update_that_depends_on_the_sharding_is_caught():
+    # The mutant reads the sharding from the type, which only an Explicit mesh sets.
+    explicit = _PLACEMENTS[0]
     with pytest.raises(_CAUGHT, match="vs unsharded"):
-        battery.test_state_sharding_follows_params(_toy_case(sharding_dependent=True))
+        battery.test_state_sharding_follows_params(_toy_case(sharding_dependent=True), explicit)
 
 
 # Collective toys: a mean over the axis, with per-device state typed right or wrong.

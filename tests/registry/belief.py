@@ -1,7 +1,7 @@
 """Registry rows for the belief family (gdtx.belief)."""
 
 import gdtx
-from tests.registry.case import Case
+from tests.registry.case import Case, same_plumbing_as
 
 _FLAGS = ("amsgrad", "rectify", "degenerated_to_sgd", "nesterov", "weight_decay_mode")
 _KNOBS = {"mu_dtype": ("mu",), "nu_dtype": ("nu", "nu_max")}
@@ -23,10 +23,6 @@ _BELIEF = {
     # |g - m|^2 in optax's sense (tests/test_belief.py checks a float64 transcription).
     "supports_complex": True,
 }
-# The flag rows keep adabelief's state (mu, nu): its FSDP placement is adabelief's.
-_SAME_STATE_AS_ADABELIEF = {
-    "test_state_sharding_follows_params": "adabelief places the same state (mu, nu)"
-}
 
 CASES = (
     Case(name="adabelief", kwargs={"learning_rate": 1e-2}, **_BELIEF),
@@ -34,18 +30,19 @@ CASES = (
     Case(
         name="adabelief_rectified",
         kwargs={"learning_rate": 1e-2, "rectify": True},
-        slow_tier_checks=_SAME_STATE_AS_ADABELIEF,
+        slow_tier_checks=same_plumbing_as("adabelief"),
         **_BELIEF,
     ),
     Case(
         name="adabelief_amsgrad",
         kwargs={"learning_rate": 1e-2, "amsgrad": True},
+        slow_tier_checks=same_plumbing_as("adabelief"),
         **_BELIEF,
     ),
     Case(
         name="adabelief_nesterov",
         kwargs={"learning_rate": 1e-2, "nesterov": True},
-        slow_tier_checks=_SAME_STATE_AS_ADABELIEF,
+        slow_tier_checks=same_plumbing_as("adabelief"),
         **_BELIEF,
     ),
 )

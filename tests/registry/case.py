@@ -11,6 +11,33 @@ import optax
 
 import gdtx
 
+# The battery's checks of how a row plugs into JAX and optax (compiled and retraced,
+# donated, injected, traced and scheduled hyperparameters, unknown keywords, MultiSteps,
+# scanned under shard_map, FSDP-sharded), as opposed to its arithmetic and its validation.
+PLUMBING_CHECKS = (
+    "test_no_retrace_on_second_call",
+    "test_unexpected_extra_args_are_ignored",
+    "test_inject_hyperparams_gives_the_same_updates",
+    "test_traced_hyperparameters_are_accepted",
+    "test_learning_rate_and_weight_decay_may_be_schedules",
+    "test_multisteps_first_update_is_zero",
+    "test_donated_step_runs",
+    "test_collective_state_initialised_inside_shard_map_can_be_scanned",
+    "test_state_sharding_follows_params",
+)
+
+
+def same_plumbing_as(row: str) -> dict[str, str]:
+    """``slow_tier_checks`` for a row built by ``row``'s factory with other options.
+
+    The factory's plumbing is the same code for both rows, and ``row`` runs it through
+    every plumbing check in the default suite; this row runs those checks in the slow
+    tier (each costs a compile per row). Its arithmetic (convergence, dtypes, complex
+    numbers) and its validation stay in the default suite.
+    ``tests/test_battery_harness.py`` checks that both rows have the same factory.
+    """
+    return {check: f"same factory as {row}, other options" for check in PLUMBING_CHECKS}
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:

@@ -9,7 +9,7 @@ small damping the ``m x m`` solve is ill-conditioned and float32 rounding
 """
 
 import gdtx
-from tests.registry.case import Case
+from tests.registry.case import Case, same_plumbing_as
 
 _STATIC = ("num_grads", "grads_dtype", "mu_dtype", "max_window_bytes")
 _INVALID = (
@@ -54,6 +54,7 @@ CASES = (
     # Eviction, momentum and coupled weight decay together (the official options).
     Case(
         name="mfac_momentum_wd",
+        slow_tier_checks=same_plumbing_as("mfac"),
         kwargs={
             "learning_rate": 0.5,
             "num_grads": 8,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 import gdtx
-from tests.registry.case import Case
+from tests.registry.case import Case, same_plumbing_as
 
 
 def _value_fn(loss, params, grads):
@@ -180,7 +180,7 @@ CASES = (
     Case(
         name="asam_sgd",
         kwargs={"learning_rate": 0.1, "rho": 0.05, "adaptive": True},
-        slow_tier_checks={"test_state_sharding_follows_params": "sam_sgd places the same state"},
+        slow_tier_checks=same_plumbing_as("sam_sgd"),
         rosenbrock_kwargs={**_ROSENBROCK, "rho": 1e-3},
         **_SAM,
     ),

@@ -3,7 +3,7 @@
 import optax
 
 import gdtx
-from tests.registry.case import Case
+from tests.registry.case import Case, same_plumbing_as
 
 _INVALID = (
     ({"learning_rate": -1e-3}, r"`learning_rate` must be >= 0, got -0\.001"),
@@ -51,6 +51,7 @@ CASES = (
     Case(
         name="signum_l2",
         factory=gdtx.signum,
+        slow_tier_checks=same_plumbing_as("signum"),
         kwargs={"learning_rate": 1e-2, "weight_decay": 1e-4, "weight_decay_mode": "l2"},
         rosenbrock_kwargs={**_ROSENBROCK, "weight_decay": 0.0},
         static_args=("weight_decay_mode",),

@@ -17,7 +17,7 @@ import optax
 
 import gdtx
 from gdtx.zeroth_order import shared_seed_spsa
-from tests.registry.case import Case
+from tests.registry.case import Case, same_plumbing_as
 
 _AXIS = "data"
 
@@ -66,10 +66,7 @@ ROWS = (
     Case(
         name="shared_seed_spsa_log8_stochastic",
         kwargs={"learning_rate": 0.05, "wire": "log8_stochastic"},
-        slow_tier_checks={
-            check: "shared_seed_spsa has the same state and exchange; only the wire differs"
-            for check in ("test_state_sharding_follows_params", "test_donated_step_runs")
-        },
+        slow_tier_checks=same_plumbing_as("shared_seed_spsa"),
         **_COMMON,
     ),
 )
