@@ -63,7 +63,21 @@ def update(case: Case, tx, grads, state, params, *, loss, **more):
     return jax.jit(fn)(grads, state, params)
 
 
-_PARABOLA_UPDATES: dict[str, object] = {}
+_PER_ROW: dict[tuple[str, str], object] = {}
+
+
+def per_row(case: Case, what: str, build):
+    """``build()``, computed once per registry row and process under the name ``what``.
+
+    A test's own row (tests/test_battery_harness.py's toys, which share a name across
+    mutants) is built every time, never cached.
+    """
+    if not any(case is row for row in ALL_CASES):
+        return build()
+    key = (case.name, what)
+    if key not in _PER_ROW:
+        _PER_ROW[key] = build()
+    return _PER_ROW[key]
 
 
 def parabola_update(case: Case):
@@ -73,16 +87,13 @@ def parabola_update(case: Case):
     several battery checks compare a variant of the row (injected or scheduled
     hyperparameters, an unknown keyword, a donated step) with this plain update, and
     each compiling its own copy cost the default suite a compile per check and row.
-    A test's own row (tests/test_battery_harness.py's toys) is not cached.
     """
-    registered = any(case is row for row in ALL_CASES)
-    if registered and case.name in _PARABOLA_UPDATES:
-        return _PARABOLA_UPDATES[case.name]
-    tx, loss = case.make(), problems.parabola().loss
-    compiled = jax.jit(lambda g, s, p: update(case, tx, g, s, p, loss=loss))
-    if registered:
-        _PARABOLA_UPDATES[case.name] = compiled
-    return compiled
+
+    def build():
+        tx, loss = case.make(), problems.parabola().loss
+        return jax.jit(lambda g, s, p: update(case, tx, g, s, p, loss=loss))
+
+    return per_row(case, "parabola_update", build)
 
 
 def run(case: Case, tx, problem, num_steps: int = NUM_STEPS):

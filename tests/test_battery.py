@@ -540,25 +540,23 @@ _SHARDED_VARIANTS = (
     ),
 )
 
-# Unsharded references of the registry rows, per process: the placements share them.
-_UNSHARDED_FSDP_RUNS = {}
-
 
 def _unsharded_fsdp_run(case, problem, workers):
-    """``(initial_state, (params, state), updates)`` after the unsharded steps."""
-    registered = any(case is row for row in ALL_CASES)  # not a test's own toy row
-    if registered and case.name in _UNSHARDED_FSDP_RUNS:
-        return _UNSHARDED_FSDP_RUNS[case.name]
-    tx, params = case.make(), problem.initial
-    initial_state = harness.init_fn(case, tx, params, workers)(params)
-    step = harness.step_fn(case, tx, problem.loss, params, workers)
-    expected = (params, initial_state)
-    for _ in range(_NUM_SHARDED_STEPS):
-        *expected, expected_updates = step(*expected)
-    run = (initial_state, expected, expected_updates)
-    if registered:
-        _UNSHARDED_FSDP_RUNS[case.name] = run
-    return run
+    """``(initial_state, (params, state), updates)`` after the unsharded steps.
+
+    Computed once per row and process (``harness.per_row``): the placements share it.
+    """
+
+    def build():
+        tx, params = case.make(), problem.initial
+        initial_state = harness.init_fn(case, tx, params, workers)(params)
+        step = harness.step_fn(case, tx, problem.loss, params, workers)
+        expected = (params, initial_state)
+        for _ in range(_NUM_SHARDED_STEPS):
+            *expected, expected_updates = step(*expected)
+        return initial_state, expected, expected_updates
+
+    return harness.per_row(case, "unsharded_fsdp_run", build)
 
 
 @pytest.mark.parametrize("placement", _SHARDED_VARIANTS)
