@@ -40,8 +40,8 @@ LEGEND = (
     "paired per round, over the number of leaves (rows marked [1 leaf]; else the difference "
     "of the two blocks' medians); temp / leaf: the compiled step's temp bytes over the "
     "largest leaf's; state arrays: state bytes over params bytes (the row's distinct state "
-    "arrays in parentheses); loops / copies: array fusions and copies in the compiled entry "
-    "computation."
+    "arrays in parentheses); loops / copies: array fusions, and copies of arrays at least as "
+    "large as the smallest leaf (not of PRNG keys or counts), in the compiled entry computation."
 )
 
 
@@ -155,6 +155,11 @@ def _met(items, bound) -> str:
     return f"{sum(x <= bound for x, _ in items)} of {len(items)} met"
 
 
+def _with_copies(items) -> str:
+    found = sorted(w for x, w in items if x)
+    return "copies in " + ", ".join(found) if found else "none copied"
+
+
 def _adabelief_lines(results: dict) -> list[str]:
     vs_adam, vs_optax, per_leaf, compile_ = [], [], [], []
     for b in results["blocks"]:
@@ -193,8 +198,10 @@ def _adabelief_lines(results: dict) -> list[str]:
 
 def targets(results: dict) -> str:
     """The issues' targets, checked on this run (large N = 1e7 and above)."""
-    generic, own, temp, state = [], [], [], []
+    generic, own, temp, state, copies = [], [], [], [], []
     for b, r, where in _gdtx_rows(results):
+        if r.get("copies") is not None:
+            copies.append((r["copies"], where))
         if b["n"] >= LARGE_N:
             generic.append((r["x_floor"], where))
             own.append((r.get("x_own_floor"), where))
@@ -210,6 +217,7 @@ def targets(results: dict) -> str:
         f"- every gdtx step <= 1.5x its own floor at N >= 1e7: {_met(own, 1.5)}; "
         f"{_worst(own, '.2f')}",
         *_adabelief_lines(results),
+        f"- no leaf-sized copy (copies = 0): {_met(copies, 0)}; {_with_copies(copies)}",
         f"- temp memory / largest leaf: {_worst(temp, '.2f')}",
         f"- state arrays beyond the row's state: {_worst(state, '.2f')}",
     ]

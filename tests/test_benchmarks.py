@@ -11,6 +11,8 @@ import dataclasses
 import math
 import re
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -57,6 +59,18 @@ def test_own_floor_is_traffic_plus_payload_plus_the_rounds_primitives():
     np.testing.assert_allclose(got, want, rtol=1e-12)
     # A primitive not measured in every round leaves the own floor undefined.
     assert measure.own_floor(c, {**times, "primitive: loss": [1, 1]}, n, bandwidth) is None
+
+
+def test_copies_column_counts_leaf_sized_copies_only():
+    # A donated leaf returned next to its own update is copied (a pass over memory);
+    # a donated key returned next to its successor is copied too, but that is four
+    # words of bookkeeping and must not make a row look like it copies state.
+    leaf, key = jnp.zeros(4096), jnp.zeros(4, jnp.uint32)
+    step = jax.jit(lambda p, k: (p + 1.0, p, k + 1, k), donate_argnums=(0, 1))
+    compiled = step.lower(leaf, key).compile()
+    assert candidates.hlo_stats(compiled)["copies"] == 2  # every array copy
+    assert candidates.hlo_stats(compiled, leaf.size)["copies"] == 1
+    assert candidates.hlo_stats(compiled, leaf.size + 1)["copies"] == 0
 
 
 def test_a_tiny_run_reports_both_floors(tmp_path):

@@ -13,8 +13,9 @@ a collective row) and reads the compiled entry computation:
 
 The formulations that keep both at their minimum are explained where they are
 written (gdtx/sign.py, gdtx/sharpness.py, gdtx/local_sgd.py, gdtx/robust.py,
-gdtx/_core/collectives.py, gdtx/schedules.py); diffGrad keeps the one copy that XLA:CPU
-cannot avoid (see its test). AdaBelief's own pin is in tests/test_belief.py.
+gdtx/_core/collectives.py, gdtx/schedules.py); diffGrad and one-sample Frank-Wolfe
+keep the copies that XLA:CPU does not avoid (see their tests). AdaBelief's own pin is
+in tests/test_belief.py.
 """
 
 from __future__ import annotations
@@ -167,3 +168,24 @@ def test_robust_mean_step_on_one_device_makes_no_leaf_temporary(factory, tree):
     assert "all-gather" not in text
     assert leaf_copies(text) == []
     assert temp_leaves(compiled) < 0.1
+
+
+# --- one-sample Frank-Wolfe: the copies XLA:CPU keeps -----------------------------------
+
+
+def test_one_sample_frank_wolfe_copies_the_parameters_and_prev_params_never_mu():
+    # The new prev_params is the current x, written over the donated old x_{t-1}
+    # that the estimate's loop still reads, while apply_updates moves x in place
+    # after the LMO's norm. Nothing the transformation returns orders those three
+    # uses, so XLA:CPU saves x and x_{t-1} first and then writes x into the state
+    # (3 copies; an optimisation barrier tying x and prev_params to the estimate is
+    # removed before copy insertion and changes nothing). What this pins is that the
+    # momentum estimate mu, the largest state write, is never copied.
+    loss = lambda p: 0.5 * jnp.sum(p**2)  # noqa: E731
+    tx = gdtx.one_sample_frank_wolfe(gdtx.lmo_l2_ball(12.0))
+    extra = {"hvp_fn": gdtx.frank_wolfe.hessian_vector_product(loss)}
+    compiled = compile_step(tx, jnp.zeros(N), jnp.ones(N), extra=extra)
+    copied = _copied(compiled.as_text())
+    assert len(copied) == 3 and {"p.1", "s_prev_params.1"} <= set(copied), copied
+    assert not any("mu" in c for c in copied), copied
+    assert temp_leaves(compiled) < 1.1  # the saved x
