@@ -534,8 +534,9 @@ def mfac(
       Fisher ``F = damping I + G^T G / m`` of the window ``G`` of the last ``m``
       gradients, computed without forming ``F``; here it equals the dense solve:
 
-      >>> import jax.numpy as jnp, numpy as np, gdtx
-      >>> solver = gdtx.mfac(learning_rate=1.0, num_grads=2, damping=0.5)
+      >>> import jax.numpy as jnp, numpy as np
+      >>> from gdtx.mfac import mfac
+      >>> solver = mfac(learning_rate=1.0, num_grads=2, damping=0.5)
       >>> params = jnp.zeros(3)
       >>> state = solver.init(params)
       >>> g1, g2 = jnp.array([1.0, 2.0, 0.0]), jnp.array([0.0, 1.0, -1.0])

@@ -85,3 +85,28 @@ def test_the_rule_covers_public_methods_and_skips_private_names():
     source += "class _Private:\n" + _long_def("def run(self):", "    ")
     source += _long_def("def _private():", "")
     assert _too_long(source) == [("Public.run", 60)]
+
+
+def _shadowed_submodules() -> list[str]:
+    """Submodules of gdtx whose name ``gdtx/__init__.py`` rebinds to a function (``gdtx.mfac``)."""
+    import types
+
+    import gdtx
+
+    names = [p.stem for p in (ROOT / "gdtx").glob("*.py") if not p.stem.startswith("_")]
+    return [n for n in names if not isinstance(getattr(gdtx, n, None), types.ModuleType | None)]
+
+
+def test_no_doctest_calls_a_function_through_the_name_of_its_own_module():
+    # `pytest gdtx/mfac.py` imports the file with --import-mode=importlib, which
+    # binds gdtx.mfac to the module: a doctest of gdtx/mfac.py calling gdtx.mfac(...)
+    # then fails ("'module' object is not callable"), and in the whole suite it
+    # passes or fails with the import order. Such doctests import the function.
+    shadowed = _shadowed_submodules()
+    assert "mfac" in shadowed  # the rule has something to check
+    offenders = [
+        f"gdtx/{name}.py"
+        for name in shadowed
+        if f"gdtx.{name}(" in (ROOT / "gdtx" / f"{name}.py").read_text()
+    ]
+    assert not offenders, offenders
