@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 import re
 
 import jax
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import candidates, measure, primitives, rows, step_time
+from benchmarks import candidates, measure, primitives, report, rows, step_time
 from tests.registry import ALL_CASES
 
 
@@ -103,3 +104,14 @@ def test_a_tiny_run_reports_both_floors(tmp_path):
     sam_cells = [c.strip() for c in sam_line.strip("|").split("|")]
     for column in ("× generic floor", "× own floor"):
         float(sam_cells[cells.index(column)])  # a number, not a dash
+
+
+def test_the_docs_floor_table_is_what_floors_prints():
+    # docs/benchmarks.md shows every row's declared floor; a floor changed in
+    # benchmarks/rows.py without the table (mfl_sgd's and diloco_adam's all-reduces
+    # were missing from it) would describe a floor the benchmark no longer uses.
+    docs = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    printed = [line for line in report.floors_markdown().splitlines() if line.startswith("|")]
+    lines = docs.splitlines()
+    start = lines.index(printed[0])
+    assert lines[start : start + len(printed)] == printed
