@@ -1,7 +1,8 @@
 """Compile a donated optimizer step and read its HLO: copies and temporaries.
 
 Shared by the tests that pin "no copy of a donated state buffer" (issue 21):
-tests/test_hlo_copies.py, tests/test_compression.py and tests/test_diana.py.
+tests/test_hlo_copies.py, tests/test_compression.py and tests/test_diana.py; the
+copies column of ``benchmarks/step_time.py`` counts with :func:`leaf_copies` too.
 The step is compiled as ``benchmarks/step_time.py`` times it: ``jax.jit`` of
 ``update + optax.apply_updates`` with params and state donated.
 """
