@@ -7,8 +7,11 @@ Per-leaf math, validation and the jitted bodies live in named private helpers.
 
 import ast
 import pathlib
+import types
 
 import pytest
+
+import gdtx
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAX_CODE_LINES = 50
@@ -89,10 +92,6 @@ def test_the_rule_covers_public_methods_and_skips_private_names():
 
 def _shadowed_submodules() -> list[str]:
     """Submodules of gdtx whose name ``gdtx/__init__.py`` rebinds to a function (``gdtx.mfac``)."""
-    import types
-
-    import gdtx
-
     names = [p.stem for p in (ROOT / "gdtx").glob("*.py") if not p.stem.startswith("_")]
     return [n for n in names if not isinstance(getattr(gdtx, n, None), types.ModuleType | None)]
 
