@@ -104,7 +104,9 @@ def block_table(block: dict) -> list[str]:
 def markdown(results: dict) -> str:
     meta = results["meta"]
     out = [
-        f"Machine: {meta['machine']}, {meta['cpu_count']} CPU cores; jax {meta['jax']}, "
+        f"Machine: {meta['machine']}, {meta['cpu_count']} CPU cores; "
+        f"device {meta.get('device', 'not recorded')}; jax {meta['jax']}, "
+        f"jaxlib {meta.get('jaxlib', 'not recorded')}, "
         f"optax {meta['optax']}, gdtx {meta['gdtx']}; {meta['torch']}; "
         f"{meta['rounds']} rounds; started {meta['started_utc']}.",
         "",

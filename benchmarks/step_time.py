@@ -45,6 +45,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -118,6 +119,8 @@ def _meta(args, argv, torch_note: str) -> dict:
     return {
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
+        "jaxlib": importlib.metadata.version("jaxlib"),
         "jax": jax.__version__,
         "optax": optax.__version__,
         "gdtx": gdtx.__version__,

@@ -115,3 +115,13 @@ def test_the_docs_floor_table_is_what_floors_prints():
     lines = docs.splitlines()
     start = lines.index(printed[0])
     assert lines[start : start + len(printed)] == printed
+
+
+def test_on_an_accelerator_a_device_buffer_is_rewritten_before_each_timing():
+    # The host flush cannot evict a GPU's L2; the device flush rewrites a buffer larger
+    # than it. On "cpu" it does nothing (the host flush is the cache flush there).
+    assert measure.device_flush("cpu")() is None
+    flush = measure.device_flush("gpu")  # the accelerator path, run on this machine's device
+    flush()
+    flush()  # the donated buffer is carried from call to call
+    assert measure.DEVICE_FLUSH_BYTES >= 2 * 60 * 1024 * 1024  # H200's L2 is 60 MB
