@@ -52,6 +52,7 @@ import json
 import os
 import platform
 import re
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,18 @@ from gdtx import checkpoint
 from gdtx.experiments import tasks
 
 Factory = Callable[..., optax.GradientTransformation]
+
+# Off a terminal (a log file, a CI console) every redraw of a progress bar is one more
+# carriage-return segment on a single endless line: there a bar is drawn when it starts,
+# at most every 30 s, and when it ends. Jupyter, whose stderr is not a terminal either,
+# renders redraws in place and keeps tqdm's default.
+_LOG_REFRESH_S = 30.0
+
+
+def _refreshes_in_place(stream: Any) -> bool:
+    """Whether ``stream`` shows a redrawn bar in place (a terminal, or a Jupyter kernel)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty()) or "ipykernel" in sys.modules
 
 
 def _momentum(learning_rate, **kwargs):
@@ -790,12 +803,16 @@ class _Run:
         to_eval = set(eval_steps(config.num_steps, config.eval_every))
         if self.first_step == 1:
             self.record(0)
+        in_place = _refreshes_in_place(sys.stderr)
         with tqdm.tqdm(
             total=config.num_steps,
             initial=self.first_step - 1,
             desc=self.label,
             unit="step",
             disable=not config.progress_bar,
+            # tqdm's own defaults are 0.1 s and 10 s
+            mininterval=0.1 if in_place else _LOG_REFRESH_S,
+            maxinterval=10.0 if in_place else _LOG_REFRESH_S,
         ) as bar:
             segment_start = time.perf_counter()
             for step in range(self.first_step, last + 1):
@@ -813,7 +830,8 @@ class _Run:
                     self.flush()
                     self.record(step)
                     curves = self.curves
-                    bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in curves.items() if k != "step"})
+                    postfix = {k: f"{v[-1]:.4f}" for k, v in curves.items() if k != "step"}
+                    bar.set_postfix(postfix, refresh=in_place)
                     segment_start = time.perf_counter()
                 self.save(step, force=step == config.num_steps)
 

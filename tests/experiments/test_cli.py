@@ -159,6 +159,12 @@ def test_a_default_run_prints_a_header_bars_and_the_summary_only(tmp_path):
         if line.strip() and not line.startswith(("adam:", "adabelief:"))
     ]
     assert not other, other
+    # Off a terminal (here a pipe) a bar is drawn when it starts and when it ends, not at
+    # every step and evaluation: a log gets two segments per optimizer (this run is far
+    # shorter than the 30 s between redraws there).
+    for label in ("adam", "adabelief"):
+        draws = [line for line in bars.splitlines() if line.startswith(f"{label}:")]
+        assert len(draws) == 2 and "100%" in draws[1], draws
     # The resolved config, overrides applied, readable next to the results.
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     results = json.loads((tmp_path / "run" / "results.json").read_text())
