@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import candidates, measure, primitives, report, rows, step_time
+from benchmarks import allreduce_temp, candidates, measure, primitives, report, rows, step_time
 from tests.registry import ALL_CASES
 
 
@@ -125,3 +125,11 @@ def test_on_an_accelerator_a_device_buffer_is_rewritten_before_each_timing():
     flush()
     flush()  # the donated buffer is carried from call to call
     assert measure.DEVICE_FLUSH_BYTES >= 2 * 60 * 1024 * 1024  # H200's L2 is 60 MB
+
+
+def test_the_allreduce_diagnostic_runs_its_three_variants():
+    result = allreduce_temp.main(["--size=2e3", "--leaves=4", "--rounds=1"])
+    assert set(result) == set(allreduce_temp.VARIANTS)
+    assert all(math.isfinite(r["median_ms"]) and r["median_ms"] > 0 for r in result.values())
+    # Without the average nothing outlives the loops: the step writes in place.
+    assert result["no collective"]["temp_mb"] == 0
