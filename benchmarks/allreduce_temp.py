@@ -23,14 +23,15 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import time
+import math
+import sys
 
 import jax
 import numpy as np
 import optax
 
 from benchmarks import candidates as cd
-from benchmarks.measure import FLUSH_BYTES, ITEMSIZE
+from benchmarks import measure
 
 VARIANTS = ("pmean", "no collective", "chained pmeans")
 _AXIS = "data"
@@ -71,6 +72,24 @@ def step_fn(variant: str, learning_rate: float = 0.1, momentum: float = 0.9):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
+def _candidate(variant: str) -> cd.Candidate:
+    """``variant`` as a benchmark candidate: compiled, its temporaries in ``info``."""
+
+    def build(shapes):
+        make = jax.jit(lambda: cd.make_tree(shapes, 0.0))
+        grads = jax.jit(lambda: cd.make_tree(shapes, 1.0))()
+        compiled = step_fn(variant).lower(make(), make(), grads).compile()
+        temp_mb = compiled.memory_analysis().temp_size_in_bytes / 1e6
+        return cd.Built(
+            prepare=lambda: (make(), make(), grads),
+            call=lambda inputs: compiled(*inputs),
+            info={"temp_mb": temp_mb},
+        )
+
+    # reads g, p, trace; writes p, trace (the averaging's traffic is what is measured)
+    return cd.Candidate(variant, "diagnostic", 3, 2, build)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1e7", help="total float32 elements N")
@@ -78,31 +97,25 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args(argv)
     shapes = cd.leaf_shapes("tree", int(float(args.size)), args.leaves)
-    make = jax.jit(lambda: cd.make_tree(shapes, 0.0))
-    grads = jax.jit(lambda: cd.make_tree(shapes, 1.0))()
-    compiled, temp_mb = {}, {}
-    for v in VARIANTS:
-        compiled[v] = step_fn(v).lower(make(), make(), grads).compile()
-        temp_mb[v] = compiled[v].memory_analysis().temp_size_in_bytes / 1e6
-    flush = np.ones(FLUSH_BYTES // ITEMSIZE, np.float32)
-    times = {v: [] for v in VARIANTS}
-    rng = np.random.default_rng(0)
-    for _ in range(args.rounds):
-        for v in rng.permutation(VARIANTS):
-            params, trace = make(), make()
-            jax.block_until_ready((params, trace))
-            np.add(flush, 1.0, out=flush)
-            t0 = time.perf_counter()
-            jax.block_until_ready(compiled[v](params, trace, grads))
-            times[v].append(time.perf_counter() - t0)
-    model_mb = sum(int(np.prod(s)) for s in shapes) * ITEMSIZE / 1e6
+    # The step-time benchmark's interleaved timing: fresh donated inputs, a cache flush,
+    # every variant once per round in a new order.
+    times, infos, skipped = measure.measure(
+        [_candidate(v) for v in VARIANTS], shapes, args.rounds, np.random.default_rng(0), _log
+    )
+    if skipped:
+        raise RuntimeError(f"benchmarks.allreduce_temp: {skipped}")
+    model_mb = sum(math.prod(s) for s in shapes) * measure.ITEMSIZE / 1e6
     print(f"{len(shapes)} leaves, {model_mb:.0f} MB of float32 parameters, {args.rounds} rounds")
     print("| variant | temp MB | median ms |\n|---|---:|---:|")
     result = {}
     for v in VARIANTS:
-        result[v] = {"temp_mb": temp_mb[v], "median_ms": 1e3 * float(np.median(times[v]))}
-        print(f"| {v} | {temp_mb[v]:.1f} | {result[v]['median_ms']:.1f} |")
+        result[v] = {"temp_mb": infos[v]["temp_mb"], "median_ms": 1e3 * float(np.median(times[v]))}
+        print(f"| {v} | {result[v]['temp_mb']:.1f} | {result[v]['median_ms']:.1f} |")
     return result
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

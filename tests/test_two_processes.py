@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from tests.two_processes import run_two_processes
+from tests.two_processes import _free_ports, run_two_processes
 
 # Stands in for a JAX worker: process 0 binds the coordinator port (and says what JAX
 # says when it cannot), process 1 waits for it, as JAX's client waits to connect; each
@@ -40,8 +40,7 @@ def taken_port():
 
 
 def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return s.getsockname()[1]
+    return next(_free_ports())
 
 
 def test_a_taken_coordinator_port_is_retried_on_the_next_one(tmp_path, taken_port):
